@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__, elf, models
 from . import weights as weights_mod
 from .counting import count
+from .errors import UserError
 from .targets import TargetSpec, resolve
 
 __all__ = ["BuildError", "Source", "load_source", "compile_source", "export", "build", "default_preprocessing"]
@@ -28,7 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class BuildError(ValueError):
+class BuildError(UserError, ValueError):
     """A build that cannot proceed (bad output path, unsupported input)."""
 
 

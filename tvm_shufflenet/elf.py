@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 __all__ = ["LibraryError", "ElfInfo", "read_elf", "metadata_c_source", "seal", "read_metadata", "SECTION"]
 
 SECTION = ".tvm_shufflenet"
@@ -22,7 +24,7 @@ _DIGEST_LEN = 64
 _MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64"}
 
 
-class LibraryError(ValueError):
+class LibraryError(UserError, ValueError):
     """A file that is not an intact tvm_shufflenet library."""
 
 

@@ -13,12 +13,14 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["OnnxImportError", "fold_static_shapes", "from_onnx", "onnx_input"]
 
 _FOLD_LIMIT = 1 << 20  # elements: fold shape arithmetic and small tensors, never materialise big ones
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(UserError, ValueError):
     """An ONNX file that cannot be read or imported."""
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from .models import ModelEntry
 from .models.layers import make_divisible
 
-__all__ = ["build", "load_weights"]
+__all__ = ["build", "load_weights", "export_onnx"]
 
 
 def _cba(cin, cout, k, stride=1, groups=1, act="relu", eps=1e-5) -> nn.Sequential:
@@ -244,3 +244,16 @@ def load_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Mod
             state[key] = value
     module.load_state_dict(state, strict=True)
     return module
+
+
+def export_onnx(entry: ModelEntry, weights: Mapping[str, np.ndarray], path, batch: int = 1, input_size: int | None = None, num_classes: int = 1000, dynamic_batch: bool = False) -> None:
+    """Write ``entry`` with ``weights`` to ONNX (opset 17) through the PyTorch reference module."""
+    import warnings
+
+    size = input_size or entry.input_size
+    module = load_weights(build(entry, num_classes), weights)
+    x = torch.zeros(batch, 3, size, size)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; it needs no onnxscript
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17, dynamic_axes=axes, dynamo=False)

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .elf import LibraryError, read_metadata
+from .errors import UserError
 
-__all__ = ["LibraryError", "InputError", "CompiledModel", "load", "preprocess", "host_machine"]
+__all__ = ["LibraryError", "InputError", "CompiledModel", "load", "preprocess", "host_machine", "benchmark", "top_k"]
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input of the wrong shape, dtype or kind."""
 
 
@@ -147,7 +148,7 @@ def load(path: str | Path, device: str | None = None) -> CompiledModel:
     if info.machine != here:
         raise LibraryError(
             f"{path} was built for {info.machine} (target {metadata.get('target_key')}), this machine is {here}: "
-            "run it on such a board (see `tvm-shufflenet bench --rpc`) or rebuild with --target host"
+            "copy it to a board of that architecture, or rebuild it with --target host"
         )
     dev = _device(device, metadata)
     try:
@@ -155,3 +156,18 @@ def load(path: str | Path, device: str | None = None) -> CompiledModel:
     except Exception as exc:
         raise LibraryError(f"{path}: the TVM runtime could not load it: {str(exc).strip().splitlines()[-1]}") from None
     return CompiledModel(path, metadata, module, dev)
+
+
+def benchmark(model: CompiledModel, x: np.ndarray | None = None, number: int = 1, repeat: int = 20, warmup: int = 2, min_repeat_ms: int = 0) -> list[float]:
+    """Latency of one forward pass in ms, ``repeat`` samples, each the mean of ``number`` runs.
+
+    Uses TVM's time evaluator on the VM (``invoke_stateful``), the same measurement used over RPC.
+    """
+    import tvm
+
+    x = model.check_input(np.zeros(model.input_shape, np.float32) if x is None else x)
+    model.vm.set_input("main", tvm.runtime.tensor(x, model.device))
+    for _ in range(warmup):
+        model.vm.invoke_stateful("main")
+    timer = model.vm.time_evaluator("invoke_stateful", model.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return [t * 1e3 for t in timer("main").results]

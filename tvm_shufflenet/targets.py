@@ -14,10 +14,12 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 __all__ = ["TargetSpec", "TargetError", "resolve", "names", "ELF_MACHINES", "BOARDS"]
 
 
-class TargetError(ValueError):
+class TargetError(UserError, ValueError):
     """An unknown target, or one whose toolchain is missing here."""
 
 

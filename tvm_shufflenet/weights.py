@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import UserError
 from .models import RelaxModel
 
 __all__ = ["WeightsError", "seeded", "save_npz", "load", "check"]
@@ -19,7 +20,7 @@ __all__ = ["WeightsError", "seeded", "save_npz", "load", "check"]
 Weights = dict[str, np.ndarray]
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be read or does not fit the model."""
 
 

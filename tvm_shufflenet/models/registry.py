@@ -10,10 +10,12 @@ import tvm
 
 from tvm.relax.frontend import nn
 
+from ..errors import UserError
+
 __all__ = ["PaperFigures", "ModelEntry", "UnknownModelError", "RelaxModel"]
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """A model name that the zoo does not have."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -1,0 +1,270 @@
+"""The ``tvm-shufflenet`` command line: parses arguments, calls the package's API, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+
+_EXIT_USAGE = 2
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    print(fmt.format(*header))
+    print(fmt.format(*("-" * w for w in widths)))
+    for r in rows:
+        print(fmt.format(*r))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import models
+    from .counting import count
+
+    records = []
+    for entry in models.REGISTRY.values():
+        if args.family and entry.family != args.family:
+            continue
+        c = count(entry.to_relax(input_size=args.input_size).mod)
+        records.append(
+            {
+                "name": entry.name,
+                "family": entry.family,
+                "input_size": args.input_size or entry.input_size,
+                "mflops": round(c.mflops, 1),
+                "params_m": round(c.params_m, 3),
+                "paper_mflops": entry.paper.mflops if entry.paper else None,
+                "paper_params_m": entry.paper.params_m if entry.paper else None,
+            }
+        )
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    rows = [
+        [r["name"], r["family"], r["input_size"], f"{r['mflops']:.1f}", f"{r['params_m']:.2f}", r["paper_mflops"] or "", r["paper_params_m"] or ""]
+        for r in records
+    ]
+    _print_table(rows, ["model", "family", "input", "MFLOPs", "params (M)", "paper MFLOPs", "paper params (M)"])
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .build import build
+
+    started = time.perf_counter()
+    record = build(
+        args.model,
+        args.target,
+        args.output,
+        weights=args.weights,
+        seed=args.seed,
+        batch=args.batch,
+        input_size=args.input_size,
+        num_classes=args.num_classes,
+        cuda_arch=args.cuda_arch,
+    )
+    size = Path(args.output).stat().st_size / 2**20
+    print(
+        f"{args.output}: {record['model']} for {record['target_key']} ({record['elf_machine']}), input "
+        f"{tuple(record['input_shape'])}, {record['mflops']:.1f} MFLOPs, {size:.1f} MiB, "
+        f"weights {record['weights']['source']}, built in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def _latency_line(samples: list[float]) -> str:
+    a = np.asarray(samples)
+    return f"latency: median {np.median(a):.3f} ms, mean {a.mean():.3f} ms, min {a.min():.3f} ms over {len(a)} runs"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import benchmark, load, top_k
+
+    model = load(args.library, device=args.device)
+    print(model)
+    inp = args.input
+    if inp is None:
+        x = np.random.default_rng(args.seed).standard_normal(model.input_shape).astype(np.float32)
+    elif inp.lower().endswith(".npy"):
+        x = np.load(inp)
+    else:
+        from .runtime import preprocess
+
+        x = preprocess(inp, model.metadata["preprocessing"])
+    logits = model(x)
+    if args.output:
+        np.save(args.output, logits)
+        print(f"wrote {args.output} {logits.shape}")
+    for b in range(logits.shape[0]):
+        for rank, (idx, label, prob) in enumerate(top_k(logits[b].astype(np.float64), args.topk, model.labels), 1):
+            print(f"  {rank}. {label:<30s} (class {idx:4d})  p={prob:.4f}")
+    if args.repeat:
+        print(_latency_line(benchmark(model, x, repeat=args.repeat)))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .elf import read_metadata
+
+    info, record = read_metadata(args.library)
+    record["elf"] = {"machine": info.machine, "bits": info.bits}
+    print(json.dumps(record, indent=1, sort_keys=True))
+    return 0
+
+
+def _weights_for(args: argparse.Namespace):
+    from . import models, weights
+
+    entry = models.get(args.model)
+    rm = entry.to_relax(input_size=args.input_size, num_classes=args.num_classes)
+    values = weights.load(args.weights, rm) if args.weights else weights.seeded(rm, args.seed)
+    return entry, values
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    try:
+        from .reference import export_onnx
+    except ImportError:
+        raise SystemExit("error: export-onnx needs PyTorch: pip install torch==2.13.0") from None
+    entry, values = _weights_for(args)
+    export_onnx(entry, values, args.output, batch=args.batch, input_size=args.input_size, num_classes=args.num_classes, dynamic_batch=args.dynamic_batch)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .weights import save_npz
+
+    _, values = _weights_for(args)
+    save_npz(values, args.output)
+    print(f"wrote {args.output}: {len(values)} tensors, {sum(v.size for v in values.values()) / 1e6:.3f} M values")
+    return 0
+
+
+def _demo_image(size: int = 320):
+    """A deterministic picture (no download): a red disc on a blue-green gradient."""
+    from PIL import Image, ImageDraw
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    rgb = np.stack([xx * 0.3, 80 + yy * 0.4, 255 - xx * 0.5], -1).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    ImageDraw.Draw(img).ellipse((size * 0.3, size * 0.3, size * 0.7, size * 0.7), fill=(220, 30, 30))
+    return img
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .build import build
+    from .elf import read_metadata
+    from .runtime import benchmark, load
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/3] compile {args.model} for this CPU (--target host)")
+    host_lib = out / f"{args.model}_host.so"
+    rec = build(args.model, "host", host_lib, weights=args.weights)
+    print(f"      {host_lib} ({rec['target_key']}, {rec['mflops']:.1f} MFLOPs, built in {rec['build_seconds']} s)")
+    print("[2/3] load it with the TVM runtime and classify a generated picture")
+    model = load(host_lib)
+    image = out / "demo.png"
+    _demo_image().save(image)
+    for rank, (idx, label, prob) in enumerate(model.predict(image, topk=5), 1):
+        print(f"      {rank}. {label:<30s} (class {idx:4d})  p={prob:.4f}")
+    if not args.weights:
+        print("      (seeded weights: the classes are arbitrary; pass --weights a torchvision .pth for real ones)")
+    print(f"      {_latency_line(benchmark(model, repeat=args.repeat))}")
+    print(f"[3/3] cross-compile {args.model} for a Raspberry Pi 4 (--target {args.board})")
+    board_lib = out / f"{args.model}_{args.board}.so"
+    rec = build(args.model, args.board, board_lib, weights=args.weights)
+    info, _ = read_metadata(board_lib)
+    print(f"      {board_lib}: ELF {info.bits}-bit {info.machine}, {board_lib.stat().st_size / 2**20:.1f} MiB, built in {rec['build_seconds']} s")
+    return 0
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="weights: .npz or a PyTorch .pth state_dict (torchvision names); default: seeded")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default weights (default 0)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--input-size", type=int, help="input resolution (default: the paper's, 224)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tvm-shufflenet``."""
+    parser = argparse.ArgumentParser(prog="tvm-shufflenet", description="ShuffleNet/MobileNet model zoo compiled with Apache TVM.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the models with their MFLOPs and parameters (counted from the graph)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--family", help="only this family (shufflenet_v1, shufflenet_v2, mobilenet_v1, mobilenet_v2, mobilenet_v3)")
+    p.add_argument("--input-size", type=int, help="count at this resolution (default 224)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("compile", help="compile a zoo model or an .onnx file into a shared library")
+    p.add_argument("model", help="a model name (see `list`) or a path to an .onnx file")
+    p.add_argument("--target", "-t", default="host", help="host, x86_64-linux-gnu, aarch64-linux-gnu, arm-linux-gnueabihf, a board (rpi4, rpi5, rk3588, jetson-orin-cpu, ...), cuda, or TVM target JSON (default host)")
+    p.add_argument("--cuda-arch", help="CUDA SM arch for --target cuda, e.g. sm_80, sm_90 (default sm_80)")
+    p.add_argument("--output", "-o", required=True, help="the library to write (.so)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled library on an image or a .npy batch")
+    p.add_argument("library", help="a .so built by `compile`")
+    p.add_argument("--input", "-i", help="an image (resized, cropped and normalised per the library) or a .npy NCHW float32 batch; default: random")
+    p.add_argument("--output", "-o", help="save the logits to this .npy")
+    p.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
+    p.add_argument("--repeat", type=int, default=0, help="also time this many runs and print the latency")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: what the library was built for)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="print the metadata record embedded in a library")
+    p.add_argument("library")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export-onnx", help="write a zoo model to ONNX (through its PyTorch reference; needs torch)")
+    p.add_argument("model")
+    p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension symbolic")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("weights", help="write a model's weights (seeded, or converted from --weights) to .npz")
+    p.add_argument("model")
+    p.add_argument("--output", "-o", required=True, help="the .npz file to write")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("demo", help="end to end: compile for this CPU, classify a picture, time it; cross-compile for a Pi 4")
+    p.add_argument("--model", default="shufflenet_v2_x1_0", help="the model (default shufflenet_v2_x1_0)")
+    p.add_argument("--board", default="rpi4", help="the board to cross-compile for (default rpi4)")
+    p.add_argument("--weights", help="weights file (.npz or torchvision .pth); default: seeded")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
+    p.add_argument("--out", default="build/demo", help="where the libraries go (default build/demo)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tvm-shufflenet``."""
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
