@@ -188,6 +188,138 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tracker(args: argparse.Namespace) -> int:
+    import json as _json
+    import os
+    import signal
+    import subprocess
+
+    from .rpc.emulate import cache_root
+
+    state = cache_root() / "run" / f"tracker-{args.port}.json"
+    if args.action == "stop":
+        if not state.exists():
+            print(f"no tracker started here on port {args.port}")
+            return 1
+        pid = _json.loads(state.read_text())["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        state.unlink()
+        print(f"stopped the tracker on port {args.port}")
+        return 0
+    cmd = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", args.host, "--port", str(args.port), "--port-end", str(args.port + 1)]
+    if not args.background:
+        print(f"RPC tracker on {args.host}:{args.port} (Ctrl-C stops it); boards join with:")
+        print(f"  python -m tvm.exec.rpc_server --tracker THIS_HOST:{args.port} --key KEY")
+        return subprocess.call(cmd)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    log = state.with_suffix(".log")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    from .rpc.board import BoardError, tracker_boards
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            tracker_boards(("127.0.0.1", args.port))
+            break
+        except BoardError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print(f"error: the tracker did not start (log {log})", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+    state.write_text(_json.dumps({"pid": proc.pid, "host": args.host, "port": args.port}))
+    print(f"RPC tracker on {args.host}:{args.port} (pid {proc.pid}); stop it with `tvm-shufflenet tracker stop --port {args.port}`")
+    return 0
+
+
+def cmd_boards(args: argparse.Namespace) -> int:
+    from .rpc.board import parse_hostport, tracker_boards
+    from .rpc.emulate import running
+
+    rows = tracker_boards(parse_hostport(args.tracker, 9190))
+    emulated = {b.key for b in running()}
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no boards registered at {args.tracker}")
+        return 0
+    _print_table(
+        [[r["key"] + (" (emulated)" if r["key"] in emulated else ""), r["total"], r["free"], r["total"] - r["free"], r["pending"], " ".join(r["servers"])] for r in rows],
+        ["key", "boards", "free", "busy", "pending", "servers"],
+    )
+    return 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    from .rpc import emulate
+
+    if args.action == "stop":
+        n = emulate.stop(args.key)
+        print(f"stopped {n} emulated board(s)" + (f" under key {args.key!r}" if args.key else ""))
+        return 0
+    if not args.key:
+        raise SystemExit("error: board emulate needs --key")
+    board = emulate.start(args.key, tracker=args.tracker, arch=args.arch, cpu=args.cpu, port=args.port)
+    where = f"registered at {args.tracker} under key {args.key!r}" if args.tracker else f"at 127.0.0.1:{board.port}"
+    print(f"emulated {args.arch} ({args.cpu}) board {where}, pid {board.pid}; timings are qemu's, not ARM's")
+    print(f"stop it with `tvm-shufflenet board stop --key {args.key}`")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import BenchConfig, bench
+    from .rpc.board import BoardAddress
+    from .targets import resolve
+
+    address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc) if (args.rpc or args.rpc_tracker) else None
+    board_arch = args.board_arch or (resolve(args.target).elf_machine if args.target else None)
+    if address is None and args.target is None:
+        args.target = "host"
+    cfg = BenchConfig(
+        repeat=args.repeat,
+        number=args.number,
+        min_repeat_ms=args.min_repeat_ms,
+        warmup=args.warmup,
+        threads=args.threads,
+        wait_timeout=args.wait_timeout,
+        input_size=args.input_size,
+        weights=args.weights,
+        build_dir=Path(args.build_dir),
+        board_arch=board_arch if address else None,
+    )
+    records, failures = bench(args.items, args.target, address, cfg, args.output)
+    if records:
+        rows = []
+        for r in sorted(records, key=lambda r: r["mflops"]):
+            emu = "*" if r["emulated"] else ""
+            rows.append([r["model"], r["board"] + emu] + [("-" if r.get(k) is None else f"{r[k]:.2f}") for k in ("median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "images_per_s")] + [f"{r['mflops']:.1f}", "-" if r.get("gflops") is None else f"{r['gflops']:.2f}", r["threads"], r["output_check"]])
+        _print_table(rows, ["model", "board", "median ms", "mean ms", "std ms", "min ms", "max ms", "images/s", "MFLOPs", "GFLOP/s", "threads", "check"])
+        if any(r["emulated"] for r in records):
+            print("* emulated board: qemu's timings, which say nothing about ARM speed")
+    if args.output:
+        print(f"records in {args.output}")
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .bench.records import load_records
+    from .bench.report import write_report
+
+    records = load_records(args.results)
+    if not records:
+        print("error: no records in the given files", file=sys.stderr)
+        return _EXIT_USAGE
+    index = write_report(records, args.output)
+    print(f"wrote {index} ({len(records)} records)")
+    return 0
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights: .npz or a PyTorch .pth state_dict (torchvision names); default: seeded")
     p.add_argument("--seed", type=int, default=0, help="seed of the default weights (default 0)")
@@ -242,6 +374,51 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="the .npz file to write")
     _add_build_options(p)
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("tracker", help="start or stop TVM's RPC tracker (the scheduler of a board farm)")
+    p.add_argument("action", choices=["start", "stop"])
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=9190, help="port (default 9190)")
+    p.add_argument("--background", action="store_true", help="detach, and return once it answers")
+    p.set_defaults(func=cmd_tracker)
+
+    p = sub.add_parser("boards", help="the boards registered at a tracker: keys, free and busy")
+    p.add_argument("--tracker", required=True, help="HOST:PORT of the tracker")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_boards)
+
+    p = sub.add_parser("board", help="start or stop an emulated ARM board (qemu) serving TVM RPC")
+    p.add_argument("action", choices=["emulate", "stop"])
+    p.add_argument("--key", help="the tracker key to register under")
+    p.add_argument("--tracker", help="HOST:PORT of the tracker to register with (default: none, serve directly)")
+    p.add_argument("--arch", default="aarch64", help="aarch64 (default; 32-bit ARM has no TVM wheels to emulate)")
+    p.add_argument("--cpu", default="cortex-a72", help="qemu CPU model (default cortex-a72)")
+    p.add_argument("--port", type=int, default=9090, help="the server's port (default 9090)")
+    p.set_defaults(func=cmd_board)
+
+    p = sub.add_parser("bench", help="time models or libraries locally or on boards over RPC, checking outputs")
+    p.add_argument("items", nargs="+", help="model names (compiled for --target) or built .so libraries")
+    p.add_argument("--target", "-t", help="target to compile model names for (default host; rpi4 etc. for boards)")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of the tracker")
+    p.add_argument("--rpc-key", help="the boards' key at the tracker")
+    p.add_argument("--rpc", help="HOST:PORT of one RPC server (no tracker)")
+    p.add_argument("--board-arch", help="the board's machine (aarch64, arm, x86_64) when --target does not say it")
+    p.add_argument("--repeat", type=int, default=50, help="timed samples (default 50)")
+    p.add_argument("--number", type=int, default=1, help="runs averaged per sample (default 1)")
+    p.add_argument("--min-repeat-ms", type=int, default=0, help="grow --number until a sample lasts this long")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--threads", type=int, help="threads of the board's runtime (default: its own choice, recorded)")
+    p.add_argument("--wait-timeout", type=float, default=120, help="seconds to wait for a free board (default 120)")
+    p.add_argument("--input-size", type=int, help="resolution of compiled models (default 224)")
+    p.add_argument("--weights", help="weights file for compiled models (default seeded)")
+    p.add_argument("--build-dir", default="build/bench", help="where compiled libraries are cached")
+    p.add_argument("--output", "-o", help="JSON records, rewritten after each model; an existing file is resumed")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="tables and latency-vs-MFLOPs plots from bench records")
+    p.add_argument("results", nargs="+", help="JSON files written by bench -o")
+    p.add_argument("--output", "-o", default="report", help="folder for index.md, results.csv and plots (default report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="end to end: compile for this CPU, classify a picture, time it; cross-compile for a Pi 4")
     p.add_argument("--model", default="shufflenet_v2_x1_0", help="the model (default shufflenet_v2_x1_0)")

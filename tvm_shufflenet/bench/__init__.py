@@ -1,0 +1,1 @@
+"""Benchmarking: local and remote timing, records on disk, reports and plots."""

@@ -1,0 +1,65 @@
+"""Benchmark records: a JSON array rewritten atomically after every measurement, so a crash loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["RecordFile", "summarize", "load_records"]
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    """Median, mean, std, min and max of latency samples (ms)."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "median_ms": float(np.median(a)),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+    }
+
+
+class RecordFile:
+    """A JSON array of records on disk; ``add`` rewrites it via a temporary file and ``os.replace``."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self.records: list[dict[str, Any]] = []
+        if self.path and self.path.exists():
+            try:
+                self.records = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                raise ValueError(f"{self.path} is not a JSON array of records; move it away or pick another -o") from None
+
+    def done(self, model: str, board: str, target_key: str, library_sha256: str | None = None) -> dict[str, Any] | None:
+        """A successful record of this model on this board and target, if one is already there."""
+        for r in self.records:
+            same = r.get("model") == model and r.get("board") == board and r.get("target_key") == target_key
+            if same and r.get("output_check") in ("pass", "skipped") and (library_sha256 is None or r.get("library_sha256") == library_sha256):
+                return r
+        return None
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append (replacing a failed record of the same model, board and target) and write atomically."""
+        key = (record.get("model"), record.get("board"), record.get("target_key"))
+        self.records = [r for r in self.records if (r.get("model"), r.get("board"), r.get("target_key")) != key]
+        self.records.append(record)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.records, indent=1))
+            os.replace(tmp, self.path)
+
+
+def load_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Every record of every file (later files win for the same model, board and target)."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for r in RecordFile(path).records:
+            merged[(r.get("model"), r.get("board"), r.get("target_key"))] = r
+    return list(merged.values())

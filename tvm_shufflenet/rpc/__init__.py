@@ -1,0 +1,1 @@
+"""Remote boards: connecting through TVM's tracker or directly, running libraries there, and emulated boards."""
