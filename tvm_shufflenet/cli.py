@@ -188,6 +188,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def cmd_tracker(args: argparse.Namespace) -> int:
     import json as _json
     import os
@@ -196,16 +206,22 @@ def cmd_tracker(args: argparse.Namespace) -> int:
 
     from .rpc.emulate import cache_root
 
-    state = cache_root() / "run" / f"tracker-{args.port}.json"
+    state = cache_root() / "trackers" / f"tracker-{args.port}.json"
     if args.action == "stop":
         if not state.exists():
             print(f"no tracker started here on port {args.port}")
             return 1
         pid = _json.loads(state.read_text())["pid"]
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the whole group: TVM serves from a child process
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if not _alive(pid):
+                break
         state.unlink()
         print(f"stopped the tracker on port {args.port}")
         return 0
@@ -400,7 +416,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", help="model names (compiled for --target) or built .so libraries")
     p.add_argument("--target", "-t", help="target to compile model names for (default host; rpi4 etc. for boards)")
     p.add_argument("--rpc-tracker", help="HOST:PORT of the tracker")
-    p.add_argument("--rpc-key", help="the boards' key at the tracker")
+    p.add_argument("--rpc-key", help="the boards' key at the tracker (with --rpc: the server's --key, if it was started with one)")
     p.add_argument("--rpc", help="HOST:PORT of one RPC server (no tracker)")
     p.add_argument("--board-arch", help="the board's machine (aarch64, arm, x86_64) when --target does not say it")
     p.add_argument("--repeat", type=int, default=50, help="timed samples (default 50)")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..elf import read_metadata
 from ..errors import UserError
-from ..rpc.board import BoardAddress, BoardError, connect, run_library, tracker_boards
+from ..rpc.board import BoardAddress, BoardError, connect, release, run_library, tracker_boards
 from .records import RecordFile, summarize
 
 __all__ = ["BenchConfig", "Job", "prepare", "bench", "OUTPUT_RTOL"]
@@ -223,7 +223,10 @@ def bench(
             out, samples, threads = _run_local(job, cfg)
         else:
             session = connect(address, wait_timeout=cfg.wait_timeout)
-            res = run_library(session, job.library, job.x, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=cfg.min_repeat_ms, warmup=cfg.warmup, threads=cfg.threads)
+            try:
+                res = run_library(session, job.library, job.x, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=cfg.min_repeat_ms, warmup=cfg.warmup, threads=cfg.threads)
+            finally:
+                release(session)
             out, samples, threads = res.output, res.repeats_ms, res.threads
         return _record(job, board, emulated, samples, out, threads, cfg, cfg.number)
 

@@ -8,6 +8,7 @@ The small API the benchmarker and the tuner share: :class:`BoardAddress` says wh
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import socket
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ["BoardError", "BoardAddress", "parse_hostport", "tracker_boards", "connect", "run_library", "RemoteResult"]
+__all__ = ["BoardError", "BoardAddress", "parse_hostport", "tracker_boards", "connect", "release", "run_library", "RemoteResult"]
 
 
 class BoardError(UserError, RuntimeError):
@@ -46,8 +47,8 @@ class BoardAddress:
         """From the CLI's ``--rpc-tracker``/``--rpc-key`` or ``--rpc``."""
         if rpc and tracker:
             raise BoardError("give either --rpc HOST:PORT (one server) or --rpc-tracker HOST:PORT --rpc-key KEY, not both")
-        if rpc:
-            return cls(direct=parse_hostport(rpc, 9090))
+        if rpc:  # a server started with --key (and no tracker) only accepts sessions naming that key
+            return cls(direct=parse_hostport(rpc, 9090), key=key)
         if tracker:
             if not key:
                 raise BoardError("--rpc-tracker needs --rpc-key: the key the boards registered under")
@@ -99,25 +100,43 @@ def connect(address: BoardAddress, wait_timeout: float = 120.0, session_timeout:
     if address.direct:
         _reachable(address.direct, "RPC server", "is `python -m tvm.exec.rpc_server` running there?")
         try:
-            return rpc.connect(*address.direct, session_timeout=session_timeout)
+            return rpc.connect(*address.direct, key=address.key or "", session_timeout=session_timeout)
         except Exception as exc:
-            raise BoardError(f"the RPC server at {address} refused the session: {str(exc).splitlines()[-1]}") from None
+            msg = str(exc).strip().splitlines()[-1]
+            hint = "; it is registered with a tracker: reach it with --rpc-tracker and --rpc-key" if "matches key" in msg else ""
+            raise BoardError(f"the RPC server at {address} refused the session: {msg}{hint}") from None
     rows = {r["key"]: r for r in tracker_boards(address.tracker)}
     host, port = address.tracker
     if rows.get(address.key, {}).get("total", 0) == 0:
         known = ", ".join(k for k, r in rows.items() if r["total"]) or "none"
         raise BoardError(f"no board is registered under key {address.key!r} at {host}:{port} (keys with boards: {known})")
     # The tracker queues requests forever; ask in a thread so a busy farm becomes a timeout, not a hang.
+    tracker = _tracker(address.tracker)
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(lambda: _tracker(address.tracker).request(address.key, session_timeout=session_timeout, max_retry=1))
+    future = pool.submit(tracker.request, address.key, session_timeout=session_timeout, max_retry=1)
     try:
         return future.result(timeout=wait_timeout)
     except concurrent.futures.TimeoutError:
+        _withdraw(tracker)
         raise BoardError(f"every board under key {address.key!r} stayed busy for {wait_timeout:.0f} s: free one or raise --wait-timeout") from None
     except RuntimeError as exc:
         raise BoardError(f"the tracker could not give a session on {address.key!r}: {str(exc).splitlines()[-1]}") from None
     finally:
         pool.shutdown(wait=False)
+
+
+def _withdraw(tracker) -> None:
+    """Drop a pending request: the tracker declines to hand a board to a closed connection.
+
+    Without this the abandoned request would take the next free board and hold it unused.
+    """
+    sock = getattr(tracker, "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    tracker.close()
 
 
 @dataclass
@@ -168,4 +187,15 @@ def run_library(
         session.remove(remote_name)
     except Exception:  # a leftover file on the board is harmless
         pass
+    del timer, vm, module
     return RemoteResult(output, samples, nthreads, number)
+
+
+def release(session) -> None:
+    """Close a session now, so its board goes back to the tracker.
+
+    The remote VM's Python objects form reference cycles that keep the session open until the garbage
+    collector runs; a farm would see its boards stay busy in the meantime.
+    """
+    del session
+    gc.collect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -193,21 +194,41 @@ def start(
     ]  # fmt: skip
     if tracker:
         cmd += ["--tracker", tracker, "--key", key]
+    free_before = _free_under(tracker, key)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=rootfs)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        if "bind to" in text:
-            bound = int(text.split("bind to", 1)[1].split(":")[1].split()[0])
+        if "cannot bind" in text:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise EmulationError(f"port {port} (and {port + 1}) is taken on {host}: pick another --port")
+        bound_at = re.search(r"bind to \S+:(\d+)", text)
+        if bound_at:
+            bound = int(bound_at.group(1))
             board = EmulatedBoard(key, arch, cpu, proc.pid, bound, tracker, str(log))
             (_state_dir() / f"{key}-{bound}.json").write_text(json.dumps(board.__dict__))
+            # It binds before it registers: return once the tracker can hand it out.
+            while tracker and _free_under(tracker, key) <= free_before and time.monotonic() < deadline:
+                time.sleep(0.3)
             return board
         if proc.poll() is not None:
             raise EmulationError(f"the emulated board exited at start: {(text.strip().splitlines() or ['no output'])[-1]} (log {log})")
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     raise EmulationError(f"the emulated board did not start within {timeout:.0f} s (log {log})")
+
+
+def _free_under(tracker: str | None, key: str) -> int:
+    if not tracker:
+        return 0
+    from .board import BoardError, parse_hostport, tracker_boards
+
+    try:
+        rows = tracker_boards(parse_hostport(tracker, 9190))
+    except BoardError:
+        raise EmulationError(f"cannot reach the tracker {tracker}: start one with `tvm-shufflenet tracker start`") from None
+    return next((r["free"] for r in rows if r["key"] == key), 0)
 
 
 def stop(key: str | None = None) -> int:
