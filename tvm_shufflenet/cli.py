@@ -188,23 +188,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def cmd_tracker(args: argparse.Namespace) -> int:
     import json as _json
     import os
     import signal
     import subprocess
 
-    from .rpc.emulate import cache_root
+    from .rpc.emulate import cache_root, pid_alive
 
     state = cache_root() / "trackers" / f"tracker-{args.port}.json"
     if args.action == "stop":
@@ -218,9 +208,9 @@ def cmd_tracker(args: argparse.Namespace) -> int:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 time.sleep(0.1)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 break
         state.unlink()
         print(f"stopped the tracker on port {args.port}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,18 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["LibraryError", "ElfInfo", "read_elf", "metadata_c_source", "seal", "read_metadata", "SECTION"]
+__all__ = ["LibraryError", "ElfInfo", "host_machine", "read_elf", "metadata_c_source", "seal", "read_metadata", "SECTION"]
 
 SECTION = ".tvm_shufflenet"
 MAGIC = b"TVMSNMETA1"
 _DIGEST_LEN = 64
 _MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64"}
+
+
+def host_machine() -> str:
+    """This machine's architecture in ``uname -m`` naming (``x86_64``, ``aarch64``, ``arm``)."""
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv8l": "arm"}.get(machine, machine)
 
 
 class LibraryError(UserError, ValueError):

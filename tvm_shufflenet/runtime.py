@@ -6,14 +6,13 @@ This module imports no compiler code: on a board, ``pip install apache-tvm`` wit
 
 from __future__ import annotations
 
-import platform
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .elf import LibraryError, read_metadata
+from .elf import LibraryError, host_machine, read_metadata
 from .errors import UserError
 
 __all__ = ["LibraryError", "InputError", "CompiledModel", "load", "preprocess", "host_machine", "benchmark", "top_k"]
@@ -21,12 +20,6 @@ __all__ = ["LibraryError", "InputError", "CompiledModel", "load", "preprocess", 
 
 class InputError(UserError, ValueError):
     """An input of the wrong shape, dtype or kind."""
-
-
-def host_machine() -> str:
-    """This machine's architecture in ``uname -m`` naming (``x86_64``, ``aarch64``, ``arm``)."""
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv8l": "arm"}.get(machine, machine)
 
 
 def _labels(num_classes: int) -> list[str] | None:

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import difflib
 import json
-import platform
 import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+from .elf import host_machine
 from .errors import UserError
 
-__all__ = ["TargetSpec", "TargetError", "resolve", "names", "ELF_MACHINES", "BOARDS"]
+__all__ = ["TargetSpec", "TargetError", "resolve", "names", "BOARDS"]
 
 
 class TargetError(UserError, ValueError):
     """An unknown target, or one whose toolchain is missing here."""
-
-
-# ELF e_machine values (System V ABI) and the ``uname -m`` names of the machines that run them.
-ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64"}
 
 
 @dataclass(frozen=True)
@@ -110,18 +106,13 @@ def names() -> list[str]:
     return ["host", *_TRIPLES, *BOARDS, "cuda"]
 
 
-def _host_machine() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv8l": "arm"}.get(machine, machine)
-
-
 def _cpu_target(name: str, key: str, triple: str, mcpu: str | None, native: bool = False) -> TargetSpec:
     t = _TRIPLES[triple]
     target: dict[str, Any] = {"kind": "llvm", "mtriple": t.llvm_triple, **t.attrs}
     if mcpu:
         target["mcpu"] = mcpu
     # On a machine of the same architecture TVM's default linker (the system compiler) is the right one.
-    same_arch = t.elf_machine == _host_machine()
+    same_arch = t.elf_machine == host_machine()
     compiler = None if same_arch else t.cross_compiler
     return TargetSpec(name, key, target, None, t.elf_machine, compiler, t.debian_package if compiler else None)
 
@@ -130,7 +121,7 @@ def _host() -> TargetSpec:
     from tvm.target import codegen  # the only way to ask LLVM what this CPU is
 
     cpu = codegen.llvm_get_system_cpu()
-    machine = _host_machine()
+    machine = host_machine()
     triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}.get(machine)
     if triple is None:
         raise TargetError(f"--target host is not supported on {machine}; pass a TVM target as JSON")
@@ -166,7 +157,7 @@ def _from_json(text: str) -> TargetSpec:
     machine = next((m for m in ("aarch64", "x86_64") if triple.startswith(m)), None)
     if machine is None and triple.startswith("arm"):
         machine = "arm"
-    machine = machine or _host_machine()
+    machine = machine or host_machine()
     base = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}[machine]
     cpu = _cpu_target("json", "", base, None)
     key = f"{target['kind']}-{target.get('mcpu') or target.get('arch') or machine}"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-__all__ = ["EmulationError", "EmulatedBoard", "cache_root", "ensure_image", "start", "stop", "running"]
+__all__ = ["EmulationError", "EmulatedBoard", "cache_root", "ensure_image", "start", "stop", "running", "pid_alive"]
 
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"
@@ -144,7 +144,8 @@ def _state_dir() -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running."""
     try:
         os.kill(pid, 0)
     except OSError:
@@ -157,7 +158,7 @@ def running(key: str | None = None) -> list[EmulatedBoard]:
     boards = []
     for state in sorted(_state_dir().glob("*.json")):
         board = EmulatedBoard(**json.loads(state.read_text()))
-        if not _alive(board.pid):
+        if not pid_alive(board.pid):
             state.unlink(missing_ok=True)
         elif key is None or board.key == key:
             boards.append(board)
