@@ -54,7 +54,8 @@ def _plot(board: str, emulated: bool, rows: list[dict[str, Any]], path: Path) ->
     ax.set_ylabel("latency, median (ms)")
     ax.set_title(board_label(board, emulated), fontsize=10, color="firebrick" if emulated else "black")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a board whose every model failed its check has nothing to plot
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
