@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import __version__, elf, models
 from . import weights as weights_mod
@@ -184,7 +183,3 @@ def build(
     record["build_seconds"] = round(time.perf_counter() - started, 2)
     return record
 
-
-def run_reference_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """A deterministic standard-normal input batch (for smoke runs and output checks)."""
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import tvm
-
 from tvm.relax.frontend import nn
 
 from ..errors import UserError
