@@ -81,9 +81,7 @@ def load_source(
         if weights is not None:
             raise BuildError("an ONNX file carries its own weights; drop --weights")
         size = input_size
-        mod, shape = from_onnx(source, None if size is None else (batch, 3, size, size))
-        if size is None and batch != 1:
-            mod, shape = from_onnx(source, (batch, *shape[1:]))
+        mod, shape = from_onnx(source, None if size is None else (batch, 3, size, size), batch=batch)
         out = mod["main"].ret_ty
         classes = int(out.shape.values[-1]) if getattr(out, "shape", None) is not None else num_classes
         return Source(mod, Path(source).stem, "onnx", shape, classes, str(source), _sha256(Path(source)))

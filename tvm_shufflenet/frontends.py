@@ -120,14 +120,19 @@ def _single(node, consts: dict[str, np.ndarray] | None = None):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def from_onnx(path: str | Path, input_shape: Sequence[int] | None = None):
+def from_onnx(path: str | Path, input_shape: Sequence[int] | None = None, batch: int | None = None):
     """Import an ONNX file as an IRModule with ``main(x)`` and its weights bound as constants.
 
-    Returns ``(mod, input_shape)``. Symbolic input dims become 1 unless ``input_shape`` is given.
+    Returns ``(mod, input_shape)``. Symbolic input dims become 1 unless ``input_shape`` is given;
+    ``batch`` alone sets only the batch dimension.
     """
     from tvm.relax.frontend.onnx import from_onnx as _tvm_from_onnx
 
-    model = fold_static_shapes(_load(path), input_shape)
+    model = _load(path)
+    if input_shape is None and batch is not None:
+        _, dims = onnx_input(model)
+        input_shape = [batch, *(d or 1 for d in dims[1:])]
+    model = fold_static_shapes(model, input_shape)
     name, dims = onnx_input(model)
     try:
         mod = _tvm_from_onnx(model, shape_dict={name: dims}, keep_params_in_input=False)

@@ -159,17 +159,15 @@ def _record(job: Job, board: str, emulated: bool, samples: list[float], output: 
 
 
 def _run_local(job: Job, cfg: BenchConfig):
+    import tvm
+
     from ..runtime import benchmark, load
 
     model = load(job.library)
     if cfg.threads:
-        import tvm
-
         tvm.get_global_func("runtime.config_threadpool")(0, cfg.threads)
     output = model(job.x)
     samples = benchmark(model, job.x, number=cfg.number, repeat=cfg.repeat, warmup=cfg.warmup, min_repeat_ms=cfg.min_repeat_ms)
-    import tvm
-
     return output, samples, int(tvm.get_global_func("runtime.NumThreads")())
 
 
