@@ -98,11 +98,13 @@ def load_source(
     return Source(mod, entry.name, entry.family, rm.input_shape, num_classes, wsrc, wsha)
 
 
-def compile_source(src: Source, spec: TargetSpec):
-    """Step 2: compile to a Relax VM executable for ``spec``."""
-    import tvm
+def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet"):
+    """Step 2: compile to a Relax VM executable for ``spec`` with the ``shufflenet`` (default) or ``stock`` pipeline."""
+    from .compiler.pipeline import PIPELINES, compile_module
 
-    return tvm.compile(src.mod, target=spec.tvm_target())
+    if pipeline not in PIPELINES:
+        raise BuildError(f"unknown pipeline {pipeline!r}; use one of: {', '.join(PIPELINES)}")
+    return compile_module(src.mod, spec.tvm_target(), pipeline)
 
 
 def export(executable, spec: TargetSpec, output: Path, record: dict[str, Any]) -> str:
@@ -139,10 +141,12 @@ def build(
     input_size: int | None = None,
     num_classes: int = 1000,
     cuda_arch: str | None = None,
+    pipeline: str = "shufflenet",
 ) -> dict[str, Any]:
     """Compile ``source`` (zoo name or ``.onnx``) for ``target`` into the library ``output`` (``.so``).
 
-    Returns the metadata record embedded in the library.
+    ``pipeline``: ``shufflenet`` (this project's passes and schedule templates) or ``stock`` (``tvm.compile``'s
+    default, for comparison). Returns the metadata record embedded in the library.
     """
     import tvm
 
@@ -154,7 +158,7 @@ def build(
     started = time.perf_counter()
     src = load_source(source, weights=weights, seed=seed, batch=batch, input_size=input_size, num_classes=num_classes)
     complexity = count(src.mod)
-    executable = compile_source(src, spec)
+    executable = compile_source(src, spec, pipeline)
     size = src.input_shape[-1]
     record: dict[str, Any] = {
         "format": 1,
@@ -169,6 +173,7 @@ def build(
         "target": spec.to_json(),
         "target_key": spec.key,
         "elf_machine": spec.elf_machine,
+        "pipeline": pipeline,
         "tuning_log": None,
         "weights": {"source": src.weights_source, "sha256": src.weights_sha256},
         "mflops": round(complexity.mflops, 3),

@@ -70,6 +70,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         num_classes=args.num_classes,
         cuda_arch=args.cuda_arch,
+        pipeline=args.pipeline,
     )
     size = Path(args.output).stat().st_size / 2**20
     print(
@@ -296,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         weights=args.weights,
         build_dir=Path(args.build_dir),
         board_arch=board_arch if address else None,
+        pipeline=args.pipeline,
     )
     records, failures = bench(args.items, args.target, address, cfg, args.output)
     if records:
@@ -351,6 +353,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", default="host", help="host, x86_64-linux-gnu, aarch64-linux-gnu, arm-linux-gnueabihf, a board (rpi4, rpi5, rk3588, jetson-orin-cpu, ...), cuda, or TVM target JSON (default host)")
     p.add_argument("--cuda-arch", help="CUDA SM arch for --target cuda, e.g. sm_80, sm_90 (default sm_80)")
     p.add_argument("--output", "-o", required=True, help="the library to write (.so)")
+    p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet",
+                   help="shufflenet: this project's passes and schedule templates (default); stock: tvm.compile's default")
     _add_build_options(p)
     p.set_defaults(func=cmd_compile)
 
@@ -418,6 +422,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="resolution of compiled models (default 224)")
     p.add_argument("--weights", help="weights file for compiled models (default seeded)")
     p.add_argument("--build-dir", default="build/bench", help="where compiled libraries are cached")
+    p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline for model names (default shufflenet)")
     p.add_argument("--output", "-o", help="JSON records, rewritten after each model; an existing file is resumed")
     p.set_defaults(func=cmd_bench)
 

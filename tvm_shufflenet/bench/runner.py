@@ -44,6 +44,7 @@ class BenchConfig:
     seed: int = 0
     build_dir: Path = field(default_factory=lambda: Path("build") / "bench")
     board_arch: str | None = None
+    pipeline: str = "shufflenet"
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None
     from ..targets import resolve
 
     spec = resolve(target)
-    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}"
+    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}"
     path = cfg.build_dir / spec.key / f"{tag}.so"
     if path.exists():
         try:
@@ -70,7 +71,7 @@ def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None
             return path
         except UserError:
             path.unlink()
-    build(model, spec, path, weights=weights, seed=seed, input_size=input_size, num_classes=num_classes)
+    build(model, spec, path, weights=weights, seed=seed, input_size=input_size, num_classes=num_classes, pipeline=cfg.pipeline)
     return path
 
 

@@ -1,0 +1,154 @@
+"""Pooling kernels: windowed max/average (NCHW, padded) and global average, with CPU and CUDA templates.
+
+Knobs: ``pool.vec`` (output columns per vector on CPU), ``gpu.threads`` on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+import json
+from typing import Any
+
+from .conv2d import vector_width
+from .knobs import Decider, Knob, family_of, nearest
+
+__all__ = ["PoolSpec", "KNOBS", "kernel"]
+
+KNOBS = {
+    "pool.vec": Knob("pool.vec", (1, 4, 8, 16), "output columns per vector"),
+    "gpu.threads": Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block"),
+}
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """``kind``: ``max``, ``avg`` or ``global_avg`` (mean over H and W; ``keepdims`` keeps a 1x1 plane)."""
+
+    kind: str
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = True
+    keepdims: bool = False
+    dtype: str = "float32"
+
+    @property
+    def oh(self) -> int:
+        return 1 if self.kind == "global_avg" else (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+
+    @property
+    def ow(self) -> int:
+        return 1 if self.kind == "global_avg" else (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        if self.kind == "global_avg" and not self.keepdims:
+            return (self.n, self.c)
+        return (self.n, self.c, self.oh, self.ow)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def compute(spec: PoolSpec):
+    from tvm import te, tirx
+
+    x = te.placeholder((spec.n, spec.c, spec.h, spec.w), spec.dtype, name="data")
+    if spec.kind == "global_avg":
+        rh, rw = te.reduce_axis((0, spec.h), name="rh"), te.reduce_axis((0, spec.w), name="rw")
+        total = te.compute((spec.n, spec.c), lambda n, c: te.sum(x[n, c, rh, rw], axis=[rh, rw]), name="pool")
+        inv = tirx.const(1.0 / (spec.h * spec.w), spec.dtype)
+        if spec.keepdims:
+            out = te.compute(spec.out_shape, lambda n, c, i, j: total[n, c] * inv, name="out")
+        else:
+            out = te.compute(spec.out_shape, lambda n, c: total[n, c] * inv, name="out")
+        return [x], out
+    t, left, b, r = spec.pad
+    fill = tirx.min_value(spec.dtype) if spec.kind == "max" else tirx.const(0.0, spec.dtype)
+    xp = te.compute(
+        (spec.n, spec.c, spec.h + t + b, spec.w + left + r),
+        lambda n, c, i, j: tirx.if_then_else(
+            tirx.all(i >= t, i < t + spec.h, j >= left, j < left + spec.w), x[n, c, i - t, j - left], fill),
+        name="pad",
+    )
+    rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
+    s = spec.stride
+    if spec.kind == "max":
+        pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.max(xp[n, c, i * s + rh, j * s + rw], axis=[rh, rw]), name="pool")
+        out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j], name="out")
+        return [x], out
+    pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.sum(xp[n, c, i * s + rh, j * s + rw], axis=[rh, rw]), name="pool")
+    if spec.count_include_pad:
+        out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j] / tirx.const(spec.kh * spec.kw, spec.dtype), name="out")
+    else:
+        def count(i: Any, j: Any) -> Any:
+            h0, w0 = i * s - t, j * s - left
+            hh = te.min(h0 + spec.kh, spec.h) - te.max(h0, 0)
+            ww = te.min(w0 + spec.kw, spec.w) - te.max(w0, 0)
+            return (hh * ww).astype(spec.dtype)
+
+        out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j] / count(i, j), name="out")
+    return [x], out
+
+
+def _vec_tail(sch: Any, loop: Any, lanes: int) -> None:
+    ext = int(sch.get(loop).extent)
+    vec = vector_width(ext, lanes)
+    if vec <= 1:
+        return
+    sch.vectorize(loop if vec == ext else sch.split(loop, [None, vec])[1])
+
+
+def kernel(spec: PoolSpec, target: Any, decide: Decider):
+    """The scheduled ``PrimFunc`` of ``spec`` on ``target`` and the knob decisions."""
+    from tvm import te
+    from tvm.s_tir import Schedule
+
+    fam = family_of(target)
+    inputs, out = compute(spec)
+    sch = Schedule(te.create_prim_func([*inputs, out]))
+    pool, outb = sch.get_sblock("pool"), sch.get_sblock("out")
+    if fam.gpu:
+        threads = decide(KNOBS["gpu.threads"], 256)
+        try:
+            sch.compute_inline(sch.get_sblock("pad"))
+        except Exception:  # noqa: BLE001 - global pooling has no pad block
+            pass
+        fused = sch.fuse(*sch.get_loops(outb))
+        bx, tx = sch.split(fused, [None, threads])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.set_scope(pool, 0, "local")
+        sch.compute_at(pool, tx)
+        return sch.mod["main"], {"threads": threads}
+    if spec.kind == "global_avg":
+        sch.parallel(sch.fuse(*sch.get_loops(pool)[:2]))
+        sch.reverse_compute_at(outb, sch.get_loops(pool)[0])
+        return sch.mod["main"], {}
+    lanes = fam.vector_lanes
+    vec = decide(KNOBS["pool.vec"], lanes if spec.ow >= lanes else nearest((1, 4, 8, 16), spec.ow))
+    vec = vector_width(spec.ow, vec)
+    n, c, i, j, rh, rw = sch.get_loops(pool)
+    jo, ji = sch.split(j, [None, vec])
+    sch.reorder(n, c, i, jo, rh, rw, ji)
+    outer = sch.fuse(n, c)
+    sch.parallel(outer)
+    pad = sch.get_sblock("pad")
+    sch.compute_at(pad, outer)
+    _vec_tail(sch, sch.get_loops(pad)[-1], lanes)
+    sch.set_scope(pool, 0, "local")
+    sch.reverse_compute_at(outb, jo)
+    sch.unroll(rh)
+    sch.unroll(rw)
+    if vec > 1:
+        sch.vectorize(ji)
+    init = sch.decompose_reduction(pool, rh)
+    if vec > 1:
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.vectorize(sch.get_loops(outb)[-1])
+    return sch.mod["main"], {"vec": vec}
