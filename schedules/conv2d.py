@@ -100,6 +100,7 @@ class Placement:
     stride: int
     offset: int
     passthrough: tuple[Passthrough, ...] = ()
+    act: str | None = None  # applied to every output channel (a ReLU after the concat)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class ConvSpec:
         if d.get("placement"):
             p = d["placement"]
             pts = tuple(Passthrough(**{**t, "map": ChannelMap(**t["map"])}) for t in p["passthrough"])
-            d["placement"] = Placement(p["total"], p["stride"], p["offset"], pts)
+            d["placement"] = Placement(p["total"], p["stride"], p["offset"], pts, p.get("act"))
         d["pad"] = tuple(d["pad"])
         return ConvSpec(**d)
 
@@ -363,7 +364,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
             inside = tirx.all(prel >= 0, prel % ptd.stride == 0, prel // ptd.stride < ptd.length)
             j = te.max(te.min(prel // ptd.stride, ptd.length - 1), 0)
             val = tirx.if_then_else(inside, src[(n, ptd.map(j), *sp)], val)
-        return val
+        return _act(pl.act, val, dt)
 
     out = te.compute((spec.n, pl.total, *osp_shape), out_value, name="out")
     return inputs, out

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+os.environ.setdefault("TVM_NUM_THREADS", "2")  # before any kernel starts TVM's thread pool
+
 
 def tolerance(reference: np.ndarray) -> float:
     """The parity bar of the project: max abs error <= 1e-4 of the reference output's range."""
     return 1e-4 * float(np.ptp(reference))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def two_threads():
+    """Kernels run on 2 threads in every test (as on CI), so a race between tiles shows up as a failure."""
+    from tvm_shufflenet.runtime import set_threads
+
+    assert set_threads(2) == 2
 
 
 @pytest.fixture(scope="session")

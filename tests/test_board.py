@@ -127,3 +127,17 @@ def test_two_boards_under_one_key_share_the_work(farm, tmp_path):
         import signal
 
         os.killpg(second.pid, signal.SIGTERM)
+
+
+def test_profile_on_the_emulated_board(farm, tmp_path, capsys):
+    """The per-kernel profile works over RPC: kernels timed on the board, categories as on the host."""
+    tracker, key, _ = farm
+    out = tmp_path / "prof.json"
+    args = ["profile", "shufflenet_v2_x0_5", "--target", "rpi4", "--input-size", "64", "--repeat", "2",
+            "--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", key, "--json", str(out)]
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    assert data["target"] == "rpi4-cortex-a72" and data["total_ms"] > 0
+    cats = {k["category"] for k in data["kernels"]}
+    assert {"pointwise_conv", "depthwise_conv"} <= cats and "data_movement" not in cats
+    assert all(k["time_ms"] > 0 for k in data["kernels"])

@@ -9,7 +9,7 @@ import torch
 import tvm
 from tvm import relax
 from tvm_shufflenet import models, reference
-from tvm_shufflenet.build import load_source
+from tvm_shufflenet.build import compile_source, load_source
 from tvm_shufflenet.targets import resolve
 from tvm_shufflenet import weights as W
 
@@ -18,7 +18,7 @@ from conftest import tolerance
 
 def _compiled_output(name: str, size: int, batch: int, seed: int):
     src = load_source(name, seed=seed, batch=batch, input_size=size)
-    ex = tvm.compile(src.mod, target=resolve("host").tvm_target())
+    ex = compile_source(src, resolve("host"))  # the project's pipeline: templates, shuffle folding
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = np.random.default_rng(seed).standard_normal(src.input_shape).astype(np.float32)
     return x, vm["main"](tvm.runtime.tensor(x)).numpy()

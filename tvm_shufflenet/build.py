@@ -98,13 +98,15 @@ def load_source(
     return Source(mod, entry.name, entry.family, rm.input_shape, num_classes, wsrc, wsha)
 
 
-def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet"):
-    """Step 2: compile to a Relax VM executable for ``spec`` with the ``shufflenet`` (default) or ``stock`` pipeline."""
+def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet", tuning_log: dict | None = None):
+    """Step 2: compile to a Relax VM executable for ``spec`` with the ``shufflenet`` (default) or ``stock``
+    pipeline; ``tuning_log`` (see :mod:`compiler.tuning`) overrides the templates' default knobs."""
     from .compiler.pipeline import PIPELINES, compile_module
+    from .compiler.tuning import decider_factory
 
     if pipeline not in PIPELINES:
         raise BuildError(f"unknown pipeline {pipeline!r}; use one of: {', '.join(PIPELINES)}")
-    return compile_module(src.mod, spec.tvm_target(), pipeline)
+    return compile_module(src.mod, spec.tvm_target(), pipeline, decider_factory(tuning_log))
 
 
 def export(executable, spec: TargetSpec, output: Path, record: dict[str, Any]) -> str:
@@ -142,11 +144,13 @@ def build(
     num_classes: int = 1000,
     cuda_arch: str | None = None,
     pipeline: str = "shufflenet",
+    tuning: str = "auto",
 ) -> dict[str, Any]:
     """Compile ``source`` (zoo name or ``.onnx``) for ``target`` into the library ``output`` (``.so``).
 
     ``pipeline``: ``shufflenet`` (this project's passes and schedule templates) or ``stock`` (``tvm.compile``'s
-    default, for comparison). Returns the metadata record embedded in the library.
+    default, for comparison). ``tuning``: ``auto`` applies ``tuning_logs/<target key>.json`` when it exists,
+    ``none`` builds with the templates' defaults. Returns the metadata record embedded in the library.
     """
     import tvm
 
@@ -158,7 +162,10 @@ def build(
     started = time.perf_counter()
     src = load_source(source, weights=weights, seed=seed, batch=batch, input_size=input_size, num_classes=num_classes)
     complexity = count(src.mod)
-    executable = compile_source(src, spec, pipeline)
+    from .compiler.tuning import load_log, log_path
+
+    log = load_log(spec.key) if tuning == "auto" and pipeline == "shufflenet" else None
+    executable = compile_source(src, spec, pipeline, log)
     size = src.input_shape[-1]
     record: dict[str, Any] = {
         "format": 1,
@@ -174,7 +181,7 @@ def build(
         "target_key": spec.key,
         "elf_machine": spec.elf_machine,
         "pipeline": pipeline,
-        "tuning_log": None,
+        "tuning_log": log_path(spec.key).name if log else None,
         "weights": {"source": src.weights_source, "sha256": src.weights_sha256},
         "mflops": round(complexity.mflops, 3),
         "params": complexity.params,

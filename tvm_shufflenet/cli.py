@@ -315,6 +315,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import profile
+
+    address = None
+    if args.rpc_tracker or args.rpc:
+        from .rpc.board import BoardAddress
+
+        address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
+    result = profile(args.model, args.target, pipeline=args.pipeline, input_size=args.input_size, weights=args.weights,
+                     address=address, repeat=args.repeat, threads=args.threads, progress=True)
+    where = "" if address is None else f" on {address}"
+    print(f"{result.model} on {result.target}{where} ({result.pipeline} pipeline, {result.threads} threads): "
+          f"{result.total_ms:.3f} ms per image, {sum(k['calls'] for k in result.kernels)} kernel calls")
+    rows = [[r["category"], str(r["kernels"]), str(r["calls"]), f"{r['time_ms']:.3f}", f"{100 * r['share']:.1f}%"]
+            for r in result.by_category()]
+    overhead = result.total_ms - sum(k["time_ms"] for k in result.kernels)
+    rows.append(["(outside kernels)", "", "", f"{overhead:.3f}", f"{100 * overhead / max(result.total_ms, 1e-9):.1f}%"])
+    _print_table(rows, ["category", "kernels", "calls", "ms", "share"])
+    if args.kernels:
+        print()
+        krows = [[k["name"], k["category"], str(k["calls"]), f"{k['time_ms']:.4f}"]
+                 for k in sorted(result.kernels, key=lambda k: -k["time_ms"])]
+        _print_table(krows, ["kernel", "category", "calls", "ms"])
+    if args.json:
+        from .bench.records import write_json_atomic
+
+        write_json_atomic(Path(args.json), result.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .benchmarks import compare
+
+    return compare.run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .bench.records import load_records
     from .bench.report import write_report
@@ -425,6 +462,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline for model names (default shufflenet)")
     p.add_argument("--output", "-o", help="JSON records, rewritten after each model; an existing file is resumed")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profile", help="per-kernel time of a compiled model, grouped by category (conv kinds, pooling, data movement, ...)")
+    p.add_argument("model", help="a model name or an .onnx file")
+    p.add_argument("--target", "-t", default="host", help="target to compile for (default host; a board preset with --rpc-*)")
+    p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline (default shufflenet)")
+    p.add_argument("--input-size", type=int, help="input resolution (default 224)")
+    p.add_argument("--weights", help="weights file (default seeded)")
+    p.add_argument("--repeat", type=int, default=5, help="timed samples per kernel (default 5, each at least 20 ms)")
+    p.add_argument("--threads", type=int, help="CPU threads for kernels (default: every CPU here; on a board: its runtime's choice), printed")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: profile on a board")
+    p.add_argument("--rpc-key", help="the board key at the tracker")
+    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    p.add_argument("--kernels", action="store_true", help="also print every kernel, slowest first")
+    p.add_argument("--json", help="write {model, target, total_ms, kernels: [{name, category, calls, time_ms}]} here")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("compare", help="this project vs stock TVM, ONNX Runtime and PyTorch on this machine, side by side (benchmarks/compare.py)")
+    from .benchmarks import compare as _compare
+
+    _compare.add_arguments(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="tables and latency-vs-MFLOPs plots from bench records")
     p.add_argument("results", nargs="+", help="JSON files written by bench -o")

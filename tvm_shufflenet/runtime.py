@@ -15,7 +15,7 @@ import numpy as np
 from .elf import LibraryError, host_machine, read_metadata
 from .errors import UserError
 
-__all__ = ["LibraryError", "InputError", "CompiledModel", "load", "preprocess", "host_machine", "benchmark", "top_k"]
+__all__ = ["set_threads", "LibraryError", "InputError", "CompiledModel", "load", "preprocess", "host_machine", "benchmark", "top_k"]
 
 
 class InputError(UserError, ValueError):
@@ -126,6 +126,22 @@ def _device(kind: str | None, metadata: dict[str, Any]):
     return dev
 
 
+def set_threads(n: int | None = None) -> int:
+    """Run kernels on ``n`` CPU threads (default: every CPU this process may use); returns the count in effect.
+
+    TVM sizes its thread pool from ``TVM_NUM_THREADS`` when the pool first starts and ``config_threadpool``
+    cannot grow it later (on a 2-vCPU VM its own default is 1), so both are set.
+    """
+    import os
+
+    import tvm
+
+    n = n or len(os.sched_getaffinity(0))
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    tvm.get_global_func("runtime.config_threadpool")(0, n)
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
 def load(path: str | Path, device: str | None = None) -> CompiledModel:
     """Load a library built by ``tvm-shufflenet compile``.
 
@@ -144,6 +160,8 @@ def load(path: str | Path, device: str | None = None) -> CompiledModel:
             "copy it to a board of that architecture, or rebuild it with --target host"
         )
     dev = _device(device, metadata)
+    if "TVM_NUM_THREADS" not in __import__("os").environ:
+        set_threads()  # every CPU, like ONNX Runtime; an explicit TVM_NUM_THREADS wins
     try:
         module = tvm.runtime.load_module(str(path))
     except Exception as exc:

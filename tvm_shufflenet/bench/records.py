@@ -9,7 +9,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["RecordFile", "summarize", "load_records"]
+__all__ = ["RecordFile", "summarize", "load_records", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file and ``os.replace``: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def summarize(samples_ms: list[float]) -> dict[str, float]:
@@ -50,10 +59,7 @@ class RecordFile:
         self.records = [r for r in self.records if (r.get("model"), r.get("board"), r.get("target_key")) != key]
         self.records.append(record)
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.records, indent=1))
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, self.records)
 
 
 def load_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:

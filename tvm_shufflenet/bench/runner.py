@@ -166,7 +166,9 @@ def _run_local(job: Job, cfg: BenchConfig):
 
     model = load(job.library)
     if cfg.threads:
-        tvm.get_global_func("runtime.config_threadpool")(0, cfg.threads)
+        from ..runtime import set_threads
+
+        set_threads(cfg.threads)
     output = model(job.x)
     samples = benchmark(model, job.x, number=cfg.number, repeat=cfg.repeat, warmup=cfg.warmup, min_repeat_ms=cfg.min_repeat_ms)
     return output, samples, int(tvm.get_global_func("runtime.NumThreads")())

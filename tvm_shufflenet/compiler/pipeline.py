@@ -2,7 +2,9 @@
 
 ``shufflenet`` (the default): fold BatchNorm, fuse conv chains, fold channel shuffles, instantiate the
 schedule templates for the target, then TVM's own legalization and fusion for whatever is left (with a
-plain CPU schedule, or dlight on CUDA), then TVM's lowering to the VM. ``stock``: ``tvm.compile``'s default.
+plain CPU schedule, or dlight on CUDA), then TVM's lowering to the VM. ``stock``: what ``tvm.compile`` does
+by default. Both are split in two halves: :func:`lower` (to kernels: the IR the profiler reads) and
+:func:`build_lowered` (memory planning and VM code generation).
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from .fuse_conv import FuseConv
 from .lower import ApplyTemplates, DeciderFactory
 from .shuffle import FoldChannelShuffle
 
-__all__ = ["PIPELINES", "graph_passes", "relax_pipeline", "compile_module"]
+__all__ = ["PIPELINES", "graph_passes", "lower", "build_lowered", "compile_module"]
 
 PIPELINES = ("shufflenet", "stock")
 
-PASS_CONFIG: dict = {}
+
+def _backend(target: Any) -> Any:
+    from tvm.relax import backend
+
+    # The backend's own stage lists (tvm.relax.pipeline's dispatchers miss some stages in 0.27).
+    return backend.cuda.pipeline if target.kind.name == "cuda" else backend.cpu_generic.pipeline
 
 
 def graph_passes() -> list[Any]:
@@ -30,39 +37,41 @@ def graph_passes() -> list[Any]:
             FoldChannelShuffle()]
 
 
-def relax_pipeline(target: Any, decide: DeciderFactory | None = None) -> Any:
-    """The full ``shufflenet`` pipeline for ``target`` as one module pass."""
-    import tvm
-    from tvm.relax import backend
-
-    # The backend's own stage lists (tvm.relax.pipeline's dispatchers miss some stages in 0.27).
-    rp = backend.cuda.pipeline if target.kind.name == "cuda" else backend.cpu_generic.pipeline
-
-    @tvm.transform.module_pass(opt_level=0, name="TVMShuffleNetPipeline")
-    def _pipeline(mod: Any, _ctx: Any) -> Any:
-        with target:
-            stock_legalize = rp.legalize_passes(target)
-            passes = (
-                graph_passes()
-                + [ApplyTemplates(target, decide)]
-                + rp.library_dispatch_passes(target)
-                + stock_legalize
-                + ([] if target.kind.name == "cuda" else [ScheduleFallback(target)])
-                + rp.dataflow_lower_passes(target)
-                + rp.finalize_passes(target)
-            )
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
-
-
-def compile_module(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None) -> Any:
-    """Compile a Relax module to a VM executable with the named pipeline."""
+def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None) -> Any:
+    """``mod`` lowered to ``R.call_tir`` of scheduled kernels (before memory planning) by ``pipeline``."""
     import tvm
 
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
+    rp = _backend(target)
     if pipeline == "stock":
-        return tvm.compile(mod, target=target)
-    with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):
-        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, decide))
+        passes = rp.library_dispatch_passes(target) + rp.legalize_passes(target)
+    else:
+        passes = (
+            graph_passes()
+            + [ApplyTemplates(target, decide)]
+            + rp.library_dispatch_passes(target)
+            + rp.legalize_passes(target)
+            + ([] if target.kind.name == "cuda" else [ScheduleFallback(target)])
+        )
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def build_lowered(lowered: Any, target: Any) -> Any:
+    """VM executable of a module from :func:`lower`."""
+    import tvm
+
+    rp = _backend(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="TVMShuffleNetFinalize")
+    def _finish(mod: Any, _ctx: Any) -> Any:
+        with target:
+            return tvm.transform.Sequential(rp.dataflow_lower_passes(target) + rp.finalize_passes(target))(mod)
+
+    return tvm.compile(lowered, target=target, relax_pipeline=_finish)
+
+
+def compile_module(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None) -> Any:
+    """Compile a Relax module to a VM executable with the named pipeline."""
+    return build_lowered(lower(mod, target, pipeline, decide), target)

@@ -17,6 +17,7 @@ Views the pass cannot express (irregular maps, sources that are not our kernels)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -179,8 +180,15 @@ def fold_channel_shuffle(mod: Any) -> Any:
             an.views.pop(b.var, None)
             continue
         k, spec, args = plan
+        at = i
+        users = graph.users.get(b.var, [])
+        if len(users) == 1 and users[0] < len(graph.bindings) and op_name(graph.bindings[users[0]].value) == "relax.nn.relu":
+            # relu(concat(...)): the kernel that writes the concat applies the ReLU to every channel it writes
+            spec = spec.with_(placement=replace(spec.placement, act="relu"))
+            at = users[0]
+            dropped.add(i)
         calls[k] = (spec, args)
-        materialize[i] = k
+        materialize[at] = k
         dropped.add(k)
         an.views.pop(b.var, None)  # from here on it is a real tensor
 

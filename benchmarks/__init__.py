@@ -1,0 +1,1 @@
+"""Comparisons against other engines (``compare.py``), installed as ``tvm_shufflenet.benchmarks``."""

@@ -1,0 +1,354 @@
+"""Engine comparison on this machine: same model, weights and input, measured side by side in one run.
+
+Engines: this project's pipeline (untuned; and tuned when ``tuning_logs/<target key>.json`` exists), TVM's
+stock pipeline, ONNX Runtime (CPU) and PyTorch eager. Every engine is timed the same way, wall clock around
+one inference call with the input already in place, each engine in its own process (no engine's spinning
+worker threads steal another's cores), in alternating blocks of calls (ten rounds), so drift of the machine
+hits all of them alike. Reported: medians, the ratio to ONNX Runtime, each
+output's distance to PyTorch's. Thread counts are fixed for all engines and printed.
+
+Run ``tvm-shufflenet compare --help`` or ``python benchmarks/compare.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+BLOCKS = 10  # alternating blocks per engine: this VM drifts by up to 1.7x between minutes
+IDLE_S = 0.3  # pause after a block: lets the last engine's spinning worker threads go to sleep
+ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "pytorch")
+LABELS = {
+    "tvm_shufflenet": "tvm_shufflenet (untuned)",
+    "tvm_shufflenet_tuned": "tvm_shufflenet (tuned)",
+    "tvm_stock": "TVM stock pipeline",
+    "onnxruntime": "ONNX Runtime",
+    "pytorch": "PyTorch eager",
+}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+    import tvm
+    from tvm import relax
+
+    from tvm_shufflenet.build import compile_source
+
+    from tvm_shufflenet.runtime import set_threads
+
+    ex = compile_source(src, spec, pipeline, log)
+    set_threads(threads)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    vm.set_input("main", tvm.runtime.tensor(x))
+    vm.invoke_stateful("main")
+    out = vm.get_outputs("main").numpy()
+    return (lambda: vm.invoke_stateful("main")), out
+
+
+def _ort_runner(onnx_path: Path, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    feed = {name: x}
+    out = sess.run(None, feed)[0]
+    return (lambda: sess.run(None, feed)), out
+
+
+def _torch_runner(module: Any, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+    import torch
+
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+
+    def run() -> None:
+        with torch.inference_mode():
+            module(xt)
+
+    with torch.inference_mode():
+        out = module(xt).numpy()
+    return run, out
+
+
+def _make_runner(engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str):
+    """Build one engine's runner (in its own process): ``(run, output)`` or a note why it is unavailable."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    from tvm_shufflenet import models, reference
+    from tvm_shufflenet import weights as weights_mod
+    from tvm_shufflenet.build import load_source
+    from tvm_shufflenet.compiler.tuning import load_log, log_path
+    from tvm_shufflenet.targets import resolve
+
+    spec = resolve(target)
+    entry = models.get(model)
+    w = weights_mod.seeded(entry.to_relax(input_size=input_size), seed)
+    src = load_source(model, seed=seed, input_size=input_size)
+    x = np.random.default_rng(seed).standard_normal(src.input_shape).astype("float32")
+    if engine == "tvm_shufflenet":
+        return _tvm_runner(src, spec, "shufflenet", None, x, threads)
+    if engine == "tvm_shufflenet_tuned":
+        log = load_log(spec.key)
+        if log is None:
+            return f"no tuning log ({log_path(spec.key).name})"
+        return _tvm_runner(src, spec, "shufflenet", log, x, threads)
+    if engine == "tvm_stock":
+        return _tvm_runner(src, spec, "stock", None, x, threads)
+    if engine == "onnxruntime":
+        with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_compare_") as tmp:
+            onnx_path = Path(tmp) / f"{model}.onnx"
+            reference.export_onnx(entry, w, onnx_path, input_size=input_size)
+            return _ort_runner(onnx_path, x, threads)
+    if engine == "pytorch":
+        return _torch_runner(reference.load_weights(reference.build(entry), w).eval(), x, threads)
+    raise ValueError(engine)
+
+
+def _worker(conn: Any, engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str) -> None:
+    """An engine in its own process: no other engine's threads share its cores or its memory allocator."""
+    try:
+        made = _make_runner(engine, model, threads, input_size, seed, target)
+    except Exception as exc:  # noqa: BLE001 - reported as unavailable, the comparison goes on
+        conn.send(("error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"))
+        return
+    if isinstance(made, str):
+        conn.send(("unavailable", made))
+        return
+    fn, out = made
+    conn.send(("ready", out))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        warm, n = msg
+        for _ in range(warm):
+            fn()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        conn.send(times)
+
+
+def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_size: int | None, seed: int,
+                  engines: tuple[str, ...] = ENGINES, target: str = "host") -> dict[str, Any]:
+    """Measure ``model`` on every engine; returns one record (see the module docstring)."""
+    import multiprocessing as mp
+
+    import onnxruntime
+    import torch
+    import tvm
+    from tqdm import tqdm
+
+    from tvm_shufflenet import models
+    from tvm_shufflenet.targets import resolve
+
+    size = input_size or models.get(model).input_size
+    ctx = mp.get_context("spawn")
+    workers: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    outputs: dict[str, np.ndarray] = {}
+    for engine in engines:  # one at a time: builds would otherwise fight over the 2 cores
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, engine, model, threads, input_size, seed, target), daemon=True)
+        proc.start()
+        status, payload = parent.recv()
+        if status != "ready":
+            notes[engine] = payload
+            proc.join()
+            continue
+        outputs[engine] = payload
+        workers[engine] = (proc, parent)
+    samples: dict[str, list[float]] = {e: [] for e in workers}
+    # Engines run in blocks, alternating: each engine's thread pool spins for a while after its last call,
+    # so a pause follows every block; several rounds of blocks let drift of the machine hit every engine.
+    blocks = max(1, min(BLOCKS, repeat))
+    bar = tqdm(total=blocks * len(workers), desc=model, unit="block", leave=False)
+    try:
+        for b in range(blocks):
+            for engine, (_proc, conn) in workers.items():
+                n = max(1, repeat // blocks if engine != "tvm_stock" else max(2, repeat // (10 * blocks)))
+                conn.send((warmup if b == 0 else 1, n))
+                samples[engine] += conn.recv()
+                time.sleep(IDLE_S)
+                bar.update()
+    finally:
+        bar.close()
+        for proc, conn in workers.values():
+            conn.send(None)
+            proc.join(timeout=30)
+    ref = outputs.get("pytorch")
+    ort_ms = float(np.median(samples["onnxruntime"])) if "onnxruntime" in samples else None
+    results: dict[str, Any] = {}
+    for engine in engines:
+        if engine not in workers:
+            results[engine] = {"available": False, "note": notes.get(engine, "not run")}
+            continue
+        med = float(np.median(samples[engine]))
+        out = outputs[engine]
+        err = None if ref is None else float(np.abs(out.reshape(ref.shape) - ref).max() / max(float(np.ptp(ref)), 1e-12))
+        results[engine] = {
+            "available": True,
+            "median_ms": round(med, 4),
+            "min_ms": round(float(np.min(samples[engine])), 4),
+            "samples": len(samples[engine]),
+            "ratio_vs_onnxruntime": round(med / ort_ms, 3) if ort_ms else None,
+            "max_err_vs_pytorch": err,
+        }
+    return {
+        "model": model,
+        "input_shape": [1, 3, size, size],
+        "weights": f"seeded:{seed}",
+        "threads": threads,
+        "repeat": repeat,
+        "target_key": resolve(target).key,
+        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()},
+        "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engines": results,
+    }
+
+
+def _write_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Median ms and ratio to ONNX Runtime per model and engine."""
+    engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
+    header = ["model"] + [LABELS[e] for e in engines]
+    rows = []
+    for r in records:
+        row = [r["model"]]
+        for e in engines:
+            d = r["engines"].get(e, {})
+            row.append(f"{d['median_ms']:.2f} ms ({d['ratio_vs_onnxruntime']:.2f}x)" if d.get("available") else "-")
+        rows.append(row)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars: median latency per model and engine (log scale), ratio to ONNX Runtime on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(records) + 2), 4.5))
+    width = 0.8 / max(len(engines), 1)
+    for k, e in enumerate(engines):
+        xs, ys, ratios = [], [], []
+        for i, r in enumerate(records):
+            d = r["engines"].get(e, {})
+            if d.get("available"):
+                xs.append(i + k * width - 0.4 + width / 2)
+                ys.append(d["median_ms"])
+                ratios.append(d["ratio_vs_onnxruntime"])
+        bars = ax.bar(xs, ys, width, label=LABELS[e])
+        for bar, ratio in zip(bars, ratios):
+            ax.annotate(f"{ratio:.2g}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(records)))
+    ax.set_xticklabels([r["model"] for r in records], rotation=15)
+    ax.set_ylabel("median latency per image (ms, log scale)")
+    r0 = records[0]
+    ax.set_title(f"batch 1, {r0['input_shape'][-1]}x{r0['input_shape'][-1]}, {r0['threads']} threads, "
+                 f"{r0['machine']['cpu']}; label: ratio to ONNX Runtime", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", help="zoo model names")
+    p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    p.add_argument("--repeat", type=int, default=100, help="timed runs per engine (default 100; the stock pipeline gets a tenth)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per engine first (default 5)")
+    p.add_argument("--input-size", type=int, help="resolution (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
+    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
+    p.add_argument("--output", "-o", help="JSON records, rewritten after each model; models already in it are skipped")
+    p.add_argument("--plot", help="bar chart PNG")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's pool starts: it cannot grow later
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        print(f"error: unknown engine {unknown[0]!r}; use some of {', '.join(ENGINES)}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else None
+    records: list[dict[str, Any]] = json.loads(out.read_text()) if out and out.exists() else []
+    done = {(r["model"], r["threads"], tuple(r["input_shape"])) for r in records}
+    from tvm_shufflenet import models
+
+    for model in args.models:
+        models.get(model)  # unknown names fail before any measuring
+    for model in args.models:
+        size = args.input_size or models.get(model).input_size
+        if (model, args.threads, (1, 3, size, size)) in done:
+            print(f"{model}: already in {out}, skipped")
+            continue
+        rec = compare_model(model, threads=args.threads, repeat=args.repeat, warmup=args.warmup,
+                            input_size=args.input_size, seed=args.seed, engines=engines)
+        records = [r for r in records if not (r["model"] == model and r["threads"] == args.threads)] + [rec]
+        if out:
+            _write_atomic(out, records)
+    shown = [r for r in records if r["model"] in args.models and r["threads"] == args.threads]
+    print(f"{shown[0]['machine']['cpu']}, {args.threads} threads, batch 1; median per image (ratio to ONNX Runtime)")
+    print(table(shown, markdown=args.markdown))
+    if args.plot:
+        plot(shown, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="compare", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

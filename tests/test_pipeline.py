@@ -1,0 +1,142 @@
+"""The ShuffleNet-aware pipeline, pass by pass: structure before/after, and the whole model still equal to its
+PyTorch reference (or ONNX Runtime for ONNX imports) after each pass."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+
+import tvm
+from tvm import relax
+from tvm_shufflenet import models, reference
+from tvm_shufflenet import weights as W
+from tvm_shufflenet.build import load_source
+from tvm_shufflenet.compiler.fold_batchnorm import fold_batchnorm
+from tvm_shufflenet.compiler.fuse_conv import fuse_conv
+from tvm_shufflenet.compiler.graph import op_name
+from tvm_shufflenet.compiler.lower import apply_templates
+from tvm_shufflenet.compiler.pipeline import compile_module, lower
+from tvm_shufflenet.compiler.shuffle import fold_channel_shuffle
+from tvm_shufflenet.profile import kernel_calls
+from tvm_shufflenet.targets import resolve
+
+from conftest import tolerance
+
+HOST = resolve("host").tvm_target()
+CHANNEL_OPS = {"relax.concat", "relax.split", "relax.strided_slice", "relax.permute_dims", "relax.reshape"}
+
+
+def ops(mod) -> collections.Counter:
+    found: collections.Counter = collections.Counter()
+    relax.analysis.post_order_visit(mod["main"], lambda e: found.update([op_name(e)] if op_name(e) else []))
+    return found
+
+
+def run(mod, x: np.ndarray) -> np.ndarray:
+    ex = tvm.compile(mod, target=HOST)  # the stock lowering of whatever the pass left
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def pytorch(name: str, size: int, x: np.ndarray) -> np.ndarray:
+    entry = models.get(name)
+    module = reference.load_weights(reference.build(entry), W.seeded(entry.to_relax(input_size=size), 0))
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="module")
+def snv2():
+    """ShuffleNet V2 x0.5 at 64x64 after each graph pass, with its input and the PyTorch output."""
+    src = load_source("shufflenet_v2_x0_5", input_size=64)
+    base = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(src.mod))
+    x = np.random.default_rng(0).standard_normal(src.input_shape).astype("float32")
+    stages = {"base": base}
+    stages["bn"] = fold_batchnorm(stages["base"])
+    stages["fused"] = fuse_conv(stages["bn"])
+    stages["shuffle"] = fold_channel_shuffle(stages["fused"])
+    return stages, x, pytorch("shufflenet_v2_x0_5", 64, x)
+
+
+def test_fold_batchnorm(snv2):
+    stages, x, want = snv2
+    before, after = ops(stages["base"]), ops(stages["bn"])
+    assert before["relax.nn.batch_norm"] == before["relax.nn.conv2d"] == 56
+    assert after["relax.nn.batch_norm"] == 0 and after["relax.nn.conv2d"] == 56
+    assert np.abs(run(stages["bn"], x) - want).max() <= tolerance(want)
+
+
+def test_fuse_conv(snv2):
+    stages, x, want = snv2
+    after = ops(stages["fused"])
+    assert after["relax.nn.conv2d"] == 0 and after["relax.nn.relu"] == 0
+    assert after["relax.call_tir"] == 56  # one kernel per conv, BN bias and ReLU inside
+    assert np.abs(run(stages["fused"], x) - want).max() <= tolerance(want)
+
+
+def test_fold_channel_shuffle(snv2):
+    stages, x, want = snv2
+    before, after = ops(stages["fused"]), ops(stages["shuffle"])
+    assert before["relax.concat"] == 16 and before["relax.permute_dims"] == 16
+    assert not CHANNEL_OPS & set(after), after  # no concat, split, slice or shuffle left
+    assert after["relax.call_tir"] == 56  # and no new kernels: the producers write the shuffled outputs
+    assert np.abs(run(stages["shuffle"], x) - want).max() <= tolerance(want)
+
+
+def test_shufflenet_v1_shuffle_vanishes_into_depthwise():
+    src = load_source("shufflenet_v1_g3_x0_5", input_size=64)
+    mod = fold_channel_shuffle(fuse_conv(fold_batchnorm(relax.transform.FoldConstant()(src.mod))))
+    found = ops(mod)
+    assert found["relax.permute_dims"] == 0 and found["relax.concat"] == 0 and found["relax.reshape"] == 0
+    x = np.random.default_rng(0).standard_normal(src.input_shape).astype("float32")
+    want = pytorch("shufflenet_v1_g3_x0_5", 64, x)
+    assert np.abs(run(mod, x) - want).max() <= tolerance(want)
+
+
+def test_apply_templates_multithreaded(snv2):
+    stages, x, want = snv2
+    lowered = apply_templates(stages["shuffle"], HOST)
+    left = ops(lowered)
+    assert not {"relax.nn.max_pool2d", "relax.mean", "relax.matmul", "relax.nn.conv2d"} & set(left)
+    scheduled = [f for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert scheduled and all("tvm_shufflenet.kernel" in f.attrs.keys() for f in scheduled)
+    assert np.abs(run(lowered, x) - want).max() <= tolerance(want)  # 2 threads: tiles must not race
+
+
+def test_onnx_shufflenet_compiles_like_the_zoo_one(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    entry = models.get("shufflenet_v2_x0_5")
+    path = tmp_path / "snv2.onnx"
+    reference.export_onnx(entry, W.seeded(entry.to_relax(input_size=64), 0), path, input_size=64)
+    onnx_src = load_source(str(path))
+    zoo_src = load_source("shufflenet_v2_x0_5", input_size=64)
+    onnx_calls = kernel_calls(lower(onnx_src.mod, HOST))
+    zoo_calls = kernel_calls(lower(zoo_src.mod, HOST))
+    assert len(onnx_calls) == len(zoo_calls)
+    assert not [c for c in onnx_calls if c.category == "data_movement"]
+    x = np.random.default_rng(0).standard_normal(onnx_src.input_shape).astype("float32")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    ex = compile_module(onnx_src.mod, HOST)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert np.abs(got - want).max() <= tolerance(want)
+
+
+SHUFFLENETS = [n for n in models.names() if n.startswith("shufflenet_v2")] + ["shufflenet_v1_g3_x1_0"]
+
+
+@pytest.mark.parametrize("name", SHUFFLENETS)
+def test_no_data_movement_kernels_at_224(name):
+    """The issue's bar: ShuffleNet V2 (every width) and V1 g3 compile with no kernel that only moves channels."""
+    calls = kernel_calls(lower(load_source(name).mod, HOST))
+    moving = [c.name for c in calls if c.category == "data_movement"]
+    assert not moving, moving
+
+
+def test_kernel_count_30_percent_below_stock():
+    mod = load_source("shufflenet_v2_x1_0").mod
+    ours = kernel_calls(lower(mod, HOST, "shufflenet"))
+    stock = kernel_calls(lower(mod, HOST, "stock"))
+    assert len(ours) <= 0.7 * len(stock), (len(ours), len(stock))

@@ -1,0 +1,186 @@
+"""Schedule templates, kernel by kernel, against PyTorch; knobs, families and tuning records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tvm
+from tvm_shufflenet.schedules import conv2d, dense, pool
+from tvm_shufflenet.schedules.conv2d import ChannelMap, ConvSpec, Passthrough, Placement
+from tvm_shufflenet.schedules.knobs import DefaultDecider, FixedDecider, SampledDecider, family_of
+from tvm_shufflenet.targets import resolve
+
+HOST = resolve("host").tvm_target()
+ACTS = {None: lambda v: v, "relu": torch.relu, "relu6": lambda v: v.clamp(0, 6), "hswish": torch.nn.functional.hardswish}
+
+
+def torch_conv(spec: ConvSpec, x, w, b, res, passes):
+    flat = spec.kind == "pointwise"
+    xin = torch.from_numpy(x).reshape(spec.n, spec.cin_src, spec.h, spec.w)
+    xin = xin[:, (spec.in_map or ChannelMap.identity(spec.cin)).table(spec.cin)]
+    wt = torch.from_numpy(w[: spec.cout]).reshape(spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)
+    y = torch.nn.functional.conv2d(xin, wt, torch.from_numpy(b[: spec.cout]), spec.stride, spec.pad[0], 1, spec.groups)
+    y = ACTS[spec.act](y)
+    if res is not None:
+        y = y + torch.from_numpy(res).reshape(y.shape)
+    y = ACTS[spec.post_act](y)
+    pl = spec.placement
+    if pl:
+        out = torch.zeros(spec.n, pl.total, *y.shape[2:])
+        out[:, pl.offset :: pl.stride][:, : spec.cout] = y
+        for pt, src in zip(pl.passthrough, passes):
+            s = torch.from_numpy(src).reshape(spec.n, pt.channels, *y.shape[2:])
+            out[:, pt.offset :: pt.stride][:, : pt.length] = s[:, pt.map.table(pt.length)]
+        y = ACTS[pl.act](out)
+    return y.numpy().reshape(spec.n, spec.out_channels, -1) if flat else y.numpy()
+
+
+def run_conv(spec: ConvSpec, target=HOST, decider=None):
+    func, cpad, knobs = conv2d.kernel(spec, target, decider or DefaultDecider())
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    rng = np.random.default_rng(0)
+    flat = spec.kind == "pointwise"
+    sp = (spec.h * spec.w,) if flat else (spec.h, spec.w)
+    osp = (spec.h * spec.w,) if flat else (spec.oh, spec.ow)
+    x = rng.standard_normal((spec.n, spec.cin_src, *sp)).astype("float32")
+    wshape = {"pointwise": (cpad, spec.cin // spec.groups), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
+        spec.kind, (cpad, spec.cin // spec.groups, spec.kh, spec.kw))
+    w = rng.standard_normal(wshape).astype("float32")
+    w[spec.cout:] = 0
+    b = rng.standard_normal(cpad).astype("float32")
+    res = rng.standard_normal((spec.n, spec.cout, *osp)).astype("float32") if spec.residual else None
+    passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
+              for p in (spec.placement.passthrough if spec.placement else ())]
+    args = [x, w, b] + ([res] if res is not None else []) + passes
+    out = tvm.runtime.tensor(np.zeros((spec.n, spec.out_channels, *osp), "float32"))
+    lib(*[tvm.runtime.tensor(a) for a in args], out)
+    want = torch_conv(spec, x, w, b, res, passes)
+    return out.numpy(), want, knobs
+
+
+SHUFFLE_PLACEMENT = Placement(116, 2, 1, (Passthrough(2, 0, 58, 116, ChannelMap(58, 1, 0, 0)),))
+CASES = {
+    "pointwise 58->58 28x28 relu": ConvSpec(1, 58, 58, 28, 28, 58, 1, 1, act="relu"),
+    "pointwise reading a slice (split)": ConvSpec(1, 116, 232, 14, 14, 116, 1, 1, act="relu", in_map=ChannelMap(116, 1, 0, 116)),
+    "pointwise writing shuffled + passthrough": ConvSpec(1, 58, 58, 28, 28, 58, 1, 1, act="relu", placement=SHUFFLE_PLACEMENT),
+    "pointwise 7x7 (ragged vectors)": ConvSpec(1, 232, 232, 7, 7, 232, 1, 1, act="relu"),
+    "pointwise group conv (V1, g=3)": ConvSpec(1, 240, 240, 28, 28, 60, 1, 1, groups=3, act="relu"),
+    "pointwise residual + relu": ConvSpec(1, 64, 64, 14, 14, 64, 1, 1, residual=True, post_act="relu"),
+    "pointwise hswish": ConvSpec(1, 40, 40, 14, 14, 120, 1, 1, act="hswish"),
+    "depthwise 3x3 s1": ConvSpec(1, 58, 58, 28, 28, 58, 3, 3, 1, (1, 1, 1, 1), 58),
+    "depthwise 3x3 s2": ConvSpec(1, 58, 58, 56, 56, 58, 3, 3, 2, (1, 1, 1, 1), 58),
+    "depthwise reading a shuffle (V1)": ConvSpec(1, 60, 60, 28, 28, 60, 3, 3, 1, (1, 1, 1, 1), 60, in_map=ChannelMap(3, 20, 1, 0)),
+    "depthwise 5x5 s2 hswish": ConvSpec(1, 16, 16, 14, 14, 16, 5, 5, 2, (2, 2, 2, 2), 16, act="hswish"),
+    "first conv 3x3 s2": ConvSpec(1, 3, 3, 224, 224, 24, 3, 3, 2, (1, 1, 1, 1), act="relu"),
+    "concat + relu (V1 stride 2)": ConvSpec(1, 60, 60, 14, 14, 60, 1, 1, placement=Placement(
+        120, 1, 60, (Passthrough(1, 0, 60, 60, ChannelMap(60, 1, 0, 0)),), act="relu")),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv_template_matches_pytorch(case):
+    got, want, knobs = run_conv(CASES[case])
+    assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
+
+
+@pytest.mark.parametrize("co_tile,p_tile", [(1, 8), (4, 28), (5, 256), (16, 196)])
+def test_pointwise_every_knob_value_is_correct(co_tile, p_tile):
+    spec = CASES["pointwise 58->58 28x28 relu"]
+    got, want, knobs = run_conv(spec, decider=FixedDecider({"pw.co_tile": co_tile, "pw.p_tile": p_tile}))
+    assert knobs["co_tile"] == co_tile and 784 % knobs["p_tile"] == 0 and abs(knobs["p_tile"] - p_tile) <= p_tile
+    assert np.abs(got - want).max() <= 1e-4 * np.ptp(want)
+
+
+def test_channel_map_fit():
+    assert ChannelMap.fit(list(range(58, 116))) == ChannelMap(58, 1, 0, 58)
+    shuffle = [(c % 3) * 20 + c // 3 for c in range(60)]
+    assert ChannelMap.fit(shuffle).table(60) == shuffle
+    assert ChannelMap.fit([0, 2, 1, 5, 3, 4]) is None  # no (c % m) * a + (c // m) * b + o form
+
+
+def test_pool_and_dense_templates():
+    x = np.random.default_rng(1).standard_normal((1, 24, 112, 112)).astype("float32")
+    for spec, ref in [
+        (pool.PoolSpec("max", 1, 24, 112, 112, 3, 3, 2, (1, 1, 1, 1)), lambda t: torch.nn.functional.max_pool2d(t, 3, 2, 1)),
+        (pool.PoolSpec("avg", 1, 24, 112, 112, 3, 3, 2, (1, 1, 1, 1)), lambda t: torch.nn.functional.avg_pool2d(t, 3, 2, 1)),
+        (pool.PoolSpec("global_avg", 1, 24, 112, 112), lambda t: t.mean((2, 3))),
+    ]:
+        func, _ = pool.kernel(spec, HOST, DefaultDecider())
+        lib = tvm.compile(tvm.IRModule({"main": func}), target=HOST)
+        out = tvm.runtime.tensor(np.zeros(spec.out_shape, "float32"))
+        lib(tvm.runtime.tensor(x), out)
+        want = ref(torch.from_numpy(x)).numpy()
+        assert np.abs(out.numpy() - want).max() <= 1e-5, spec.kind
+    spec = dense.DenseSpec(1, 1024, 1000)
+    func, mp, _ = dense.kernel(spec, HOST, DefaultDecider())
+    rng = np.random.default_rng(2)
+    xv, w, b = rng.standard_normal((1, 1024)).astype("float32"), rng.standard_normal((1024, 1000)).astype("float32"), rng.standard_normal(1000).astype("float32")
+    wp, bp = np.zeros((1024, mp), "float32"), np.zeros(mp, "float32")
+    wp[:, :1000], bp[:1000] = w, b
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=HOST)
+    out = tvm.runtime.tensor(np.zeros((1, 1000), "float32"))
+    lib(tvm.runtime.tensor(xv), tvm.runtime.tensor(wp), tvm.runtime.tensor(bp), out)
+    want = xv @ w + b
+    assert np.abs(out.numpy() - want).max() <= 1e-4 * np.ptp(want)
+
+
+@pytest.mark.parametrize("target,family,lanes", [
+    ("host", None, None), ("x86_64-linux-gnu", "x86", 4), ("rpi4", "arm-neon64", 4), ("rpi4-32", "arm-neon32", 4), ("cuda", "cuda", 1)])
+def test_families_and_every_template_builds(target, family, lanes):
+    """Every template instantiates and compiles for each family (ARM and CUDA are compiled here, not run)."""
+    tgt = resolve(target).tvm_target()
+    fam = family_of(tgt)
+    if family:
+        assert (fam.name, fam.vector_lanes) == (family, lanes)
+    for spec in (CASES["pointwise writing shuffled + passthrough"], CASES["depthwise 3x3 s2"], CASES["first conv 3x3 s2"]):
+        func, _, knobs = conv2d.kernel(spec, tgt, DefaultDecider())
+        assert knobs and tvm.compile(tvm.IRModule({"main": func}), target=tgt) is not None
+
+
+def test_knobs_are_searchable():
+    """A tuner samples knob values inside a schedule; every sampled decision lies in the knob's range."""
+    from tvm import te
+    from tvm.s_tir import Schedule
+
+    x = te.placeholder((4,), name="x")
+    sch = Schedule(te.create_prim_func([x, te.compute((4,), lambda i: x[i] + 1, name="y")]))
+    decider = SampledDecider(sch)
+    spec = CASES["pointwise 58->58 28x28 relu"]
+    knobs = conv2d.kernel_knobs(spec, family_of(HOST), decider)
+    for name, value in decider.decisions.items():
+        assert value in conv2d.KNOBS[name].choices
+    assert set(knobs) == {"co_tile", "p_tile"}
+    for knob in [*conv2d.KNOBS.values(), *pool.KNOBS.values(), *dense.KNOBS.values()]:
+        assert knob.name and len(knob.choices) >= 2 and knob.doc
+
+
+def test_tuning_log_is_applied(tmp_path, monkeypatch):
+    """A record in tuning_logs/<target key>.json changes the kernel it names, and the library says which log."""
+    from tvm_shufflenet.build import build, load_source
+    from tvm_shufflenet.compiler.graph import Graph
+    from tvm_shufflenet.compiler.pipeline import lower
+    from tvm_shufflenet.runtime import load
+
+    spec = resolve("host")
+    src = load_source("shufflenet_v2_x0_5", input_size=64)
+    lowered = lower(src.mod, spec.tvm_target())
+    kernels = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
+               for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
+    key = next(k for k, v in kernels.items() if k.startswith("conv2d:") and "co_tile" in v and json.loads(k[7:])["kh"] == 1)
+    monkeypatch.setenv("TVM_SHUFFLENET_TUNING_LOGS", str(tmp_path))
+    (tmp_path / f"{spec.key}.json").write_text(json.dumps({"target_key": spec.key, "kernels": {key: {"pw.co_tile": 2, "pw.p_tile": 16}}}))
+    tuned = lower(src.mod, spec.tvm_target(), decide=__import__("tvm_shufflenet.compiler.tuning", fromlist=["x"]).decider_factory(
+        json.loads((tmp_path / f"{spec.key}.json").read_text())))
+    after = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
+             for f in tuned.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
+    assert after[key]["co_tile"] == 2 and after[key]["p_tile"] == 16
+    lib = tmp_path / "tuned.so"
+    record = build("shufflenet_v2_x0_5", "host", lib, input_size=64)
+    assert record["tuning_log"] == f"{spec.key}.json"
+    model = load(lib)
+    assert model(np.zeros((1, 3, 64, 64), "float32")).shape == (1, 1000)
+    del Graph

@@ -1,0 +1,276 @@
+"""Per-kernel time of a compiled network, grouped by what each kernel does.
+
+TVM 0.27's Relax VM has no profiler any more (``VirtualMachine.profile`` and ``tvm.runtime.profiling`` are
+gone), so this measures what the profiler did: the pipeline's kernel list is read from the lowered module
+(every ``R.call_tir``, in execution order, with its argument shapes), each distinct kernel is timed with
+TVM's time evaluator in the built library on tensors of those shapes, locally or on a board over RPC, and
+the whole network is timed through the VM for the total. ``total - sum(kernels)`` is time outside the
+kernels as timed alone: VM dispatch, thread-pool wake-ups, and caches colder in the network than in isolation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CATEGORIES", "KernelCall", "kernel_calls", "categorize", "profile", "ProfileResult"]
+
+CATEGORIES = ("pointwise_conv", "depthwise_conv", "dense_conv", "pooling", "classifier", "data_movement",
+              "elementwise", "other")
+
+_MOVE_OPS = ("concatenate", "concat", "split", "transpose", "reshape", "strided_slice", "take", "squeeze",
+             "expand_dims", "copy", "permute_dims", "layout_transform", "gather", "broadcast_to", "flatten")
+_ELEMWISE_OPS = ("batch_norm", "add", "subtract", "multiply", "divide", "relu6", "relu", "clip", "sigmoid", "tanh",
+                 "exp", "maximum", "minimum", "hardswish", "hard_swish", "hardsigmoid", "sqrt", "rsqrt", "power",
+                 "cast", "negative", "where", "greater", "less", "erf", "log")
+
+
+def _ops_in(name: str) -> list[str] | None:
+    """The op names a fused kernel's name is made of (``fused_add_relu_concatenate3`` -> add, relu, concatenate)."""
+    rest = re.sub(r"\d+", "", name.lower().replace("fused_", "")).strip("_")
+    found: list[str] = []
+    vocab = sorted(_MOVE_OPS + _ELEMWISE_OPS, key=len, reverse=True)
+    while rest:
+        rest = rest.lstrip("_")
+        for op in vocab:
+            if rest.startswith(op):
+                found.append(op)
+                rest = rest[len(op):]
+                break
+        else:
+            return None
+    return found
+
+
+@dataclass
+class KernelCall:
+    """One kernel as the VM calls it: symbol, argument shapes/dtypes (outputs last), category."""
+
+    name: str
+    args: list[tuple[tuple[int, ...], str]]
+    category: str
+
+
+def _conv_kind(args: list[tuple[tuple[int, ...], str]]) -> str | None:
+    """pointwise / depthwise / dense for a stock conv2d kernel, from its ``(O, I/g, kh, kw)`` weight argument."""
+    out = args[-1][0] if args else ()
+    for shape, _ in args[:-1]:
+        if len(shape) == 4 and len(out) == 4 and shape[0] == out[1] and shape[2] == shape[3] and shape != out:
+            if shape[2] == 1:
+                return "pointwise_conv"
+            return "depthwise_conv" if shape[1] == 1 else "dense_conv"
+    return None
+
+
+def categorize(name: str, func: Any = None, args: list | None = None) -> str:
+    """The category of a kernel: our templates say it in an attribute; stock kernels by name and shape."""
+    attrs = getattr(func, "attrs", None)
+    tag = str(attrs["tvm_shufflenet.kernel"]) if attrs is not None and "tvm_shufflenet.kernel" in attrs.keys() else ""
+    if tag.startswith("conv2d:"):
+        spec = json.loads(tag.split(":", 1)[1])
+        k = (spec["kh"], spec["kw"], spec["stride"], tuple(spec["pad"]))
+        if k[:2] == (1, 1) and spec["stride"] == 1:
+            return "pointwise_conv"
+        return "depthwise_conv" if spec["groups"] == spec["cin"] == spec["cout"] and spec["groups"] > 1 else "dense_conv"
+    if tag.startswith("pool:"):
+        return "pooling"
+    if tag.startswith("dense:"):
+        return "classifier"
+    base = name.lower()
+    if "conv2d" in base:
+        return _conv_kind(args or []) or "dense_conv"
+    if "pool" in base or re.search(r"(^|_)mean", base):
+        return "pooling"
+    if "matmul" in base or "dense" in base or "linear" in base:
+        return "classifier"
+    blocks = _blocks(func)
+    if blocks:
+        moving = [b for b in blocks if re.search(r"concat|transpose|split|strided_slice|take|gather|permute", b)]
+        reshapes = [b for b in blocks if "reshape" in b]
+        if moving or len(reshapes) == len(blocks):
+            return "data_movement"
+        return "elementwise"
+    ops = _ops_in(base)
+    if ops and any(op in _MOVE_OPS for op in ops):
+        return "data_movement"
+    if ops:
+        return "elementwise"
+    return "other"
+
+
+def _blocks(func: Any) -> list[str]:
+    """Names of the compute blocks of a stock PrimFunc (``T_concat``, ``T_add``, ...)."""
+    if func is None or not hasattr(func, "script"):
+        return []
+    return [b for b in set(re.findall(r'T\.sblock\("(\w+)"', func.script())) if b != "root"]
+
+
+def kernel_calls(lowered: Any) -> list[KernelCall]:
+    """Every ``R.call_tir`` of ``main`` in order, with argument shapes (the output last)."""
+    from tvm import relax
+
+    from .compiler.graph import op_name, shape_of
+
+    calls: list[KernelCall] = []
+    # Reshapes the VM will turn into zero-copy views are not kernels: apply that rewrite first.
+    lowered = relax.transform.RewriteDataflowReshape()(lowered)
+
+    def visit(expr: Any) -> None:
+        if op_name(expr) != "relax.call_tir":
+            return
+        gv = expr.args[0]
+        args = []
+        for a in expr.args[1].fields:
+            shape = shape_of(a)
+            if shape is None:
+                return
+            args.append((shape, str(a.ty.dtype)))
+        out_ty = expr.ty
+        for ty in (out_ty.fields if hasattr(out_ty, "fields") else [out_ty]):  # a split returns a tuple
+            args.append((tuple(int(v) for v in ty.shape.values), str(ty.dtype)))
+        func = lowered[gv]
+        calls.append(KernelCall(gv.name_hint, args, categorize(gv.name_hint, func, args)))
+
+    relax.analysis.post_order_visit(lowered["main"], visit)
+    return calls
+
+
+@dataclass
+class ProfileResult:
+    model: str
+    target: str
+    pipeline: str
+    total_ms: float
+    kernels: list[dict[str, Any]] = field(default_factory=list)
+    threads: int | None = None
+    device: str = "local"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "target": self.target,
+            "pipeline": self.pipeline,
+            "device": self.device,
+            "threads": self.threads,
+            "total_ms": round(self.total_ms, 4),
+            "kernels": self.kernels,
+        }
+
+    def by_category(self) -> list[dict[str, Any]]:
+        rows = []
+        for cat in CATEGORIES:
+            ks = [k for k in self.kernels if k["category"] == cat]
+            if not ks:
+                continue
+            ms = sum(k["time_ms"] for k in ks)
+            rows.append({"category": cat, "kernels": len(ks), "calls": sum(k["calls"] for k in ks), "time_ms": ms,
+                         "share": ms / max(self.total_ms, 1e-12)})
+        return rows
+
+
+def profile(
+    source: str,
+    target: str = "host",
+    *,
+    pipeline: str = "shufflenet",
+    input_size: int | None = None,
+    weights: str | None = None,
+    address: Any = None,
+    repeat: int = 5,
+    min_repeat_ms: int = 20,
+    threads: int | None = None,
+    progress: bool = False,
+) -> ProfileResult:
+    """Compile ``source`` for ``target`` with ``pipeline`` and time each kernel (on a board when ``address``)."""
+    import tvm
+    from tvm import relax
+
+    from .build import load_source
+    from .compiler.pipeline import build_lowered, lower
+    from .targets import resolve
+
+    spec = resolve(target)
+    src = load_source(source, weights=weights, input_size=input_size)
+    tgt = spec.tvm_target()
+    lowered = lower(src.mod, tgt, pipeline)
+    calls = kernel_calls(lowered)
+    ex = build_lowered(lowered, tgt)
+    # The kernels again as a plain library: a VM library does not let the time evaluator reach them.
+    prims = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in lowered.functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc)}
+    kernels_ex = tvm.compile(tvm.IRModule(prims), target=tgt)
+    session = None
+    with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_profile_") as tmp:
+        if address is not None:
+            from tvm.support import cc
+
+            from .rpc.board import connect, release
+
+            session = connect(address)
+            stamp = int(time.time() * 1e3) % 10**9
+            loaded = []
+            for what, exe in (("model", ex), ("kernels", kernels_ex)):
+                path = Path(tmp) / f"{what}.so"
+                exe.export_library(str(path), fcompile=cc.cross_compiler(spec.cross_compiler or "gcc"))
+                remote_name = f"tvm_shufflenet_profile_{stamp}_{what}.so"
+                session.upload(str(path), target=remote_name)
+                loaded.append(session.load_module(remote_name))
+            module, kmodule = loaded
+            dev = session.cuda() if spec.device == "cuda" else session.cpu()
+            get_threads = session.get_function("runtime.NumThreads")
+            if threads:
+                session.get_function("runtime.config_threadpool")(0, threads)
+        else:
+            if spec.device == "cuda":
+                from .runtime import _device
+
+                dev = _device("cuda", {"target": spec.to_json()})
+            else:
+                dev = tvm.cpu()
+            module = ex.mod if hasattr(ex, "mod") else ex
+            kmodule = kernels_ex.mod if hasattr(kernels_ex, "mod") else kernels_ex
+            from .runtime import set_threads
+
+            get_threads = tvm.get_global_func("runtime.NumThreads")
+            set_threads(threads)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(src.input_shape).astype("float32")
+        vm = relax.VirtualMachine(module, dev)
+        vm.set_input("main", tvm.runtime.tensor(x, dev))
+        vm.invoke_stateful("main")
+        total = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)("main")
+        total_ms = float(np.median(total.results)) * 1e3
+        distinct: dict[tuple, dict[str, Any]] = {}
+        order: list[tuple] = []
+        for c in calls:
+            key = (c.name, tuple(c.args))
+            if key not in distinct:
+                distinct[key] = {"name": c.name, "category": c.category, "calls": 0, "args": c.args}
+                order.append(key)
+            distinct[key]["calls"] += 1
+        items = order
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(order, desc=f"profile {src.name}", unit="kernel", leave=False)
+        for key in items:
+            d = distinct[key]
+            args = [tvm.runtime.tensor(rng.standard_normal(s).astype(t) if t.startswith("float") else np.zeros(s, t), dev)
+                    for s, t in d["args"]]
+            timer = kmodule.time_evaluator(d["name"], dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            d["time_ms"] = float(np.median(timer(*args).results)) * 1e3 * d["calls"]
+        nthreads = int(get_threads())
+        del vm, module, kmodule
+        if session is not None:
+            release(session)
+    kernels = [{"name": distinct[k]["name"], "category": distinct[k]["category"], "calls": distinct[k]["calls"],
+                "time_ms": round(distinct[k]["time_ms"], 5)} for k in order]
+    return ProfileResult(src.name, spec.key, pipeline, total_ms, kernels, nthreads,
+                         "local" if address is None else str(address))
