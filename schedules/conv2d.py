@@ -250,6 +250,34 @@ def padded_cout(spec: ConvSpec, knobs: dict[str, int]) -> int:
     return -(-spec.cout // t) * t
 
 
+def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, int, int], stride: int, fill: Any,
+                  channel: Any = None, split_phases: bool = False):
+    """A ``pad`` stage over ``x`` and ``read(n, c, i, j, rh, rw)``: the input under output ``(i, j)``'s window.
+
+    With ``split_phases`` and a stride, the padded columns are stored split by phase (``[..., j % s, j // s]``),
+    so a vector of outputs reads consecutive floats for every window column instead of a strided gather. That
+    pays where each input is read many times (the first conv: once per output channel); for depthwise convs
+    and pools, which read each input about (k/s)^2 times, the extra shuffle in the copy costs more (measured).
+    """
+    from tvm import te, tirx
+
+    t, left, b, r = pad
+    hp, wp = h + t + b, w + left + r
+    s = stride
+    chan = channel or (lambda ch: ch)
+
+    def value(nn: Any, ch: Any, i: Any, col: Any) -> Any:
+        inside = tirx.all(i >= t, i < t + h, col >= left, col < left + w)
+        return tirx.if_then_else(inside, x[nn, chan(ch), i - t, col - left], fill)
+
+    if s == 1 or not split_phases:
+        xp = te.compute((n, c, hp, wp), lambda nn, ch, i, j: value(nn, ch, i, j), name="pad")
+        return lambda nn, ch, i, j, rh, rw: xp[nn, ch, i * s + rh, j * s + rw]
+    wq = -(-wp // s)
+    xp = te.compute((n, c, hp, s, wq), lambda nn, ch, i, ph, j: value(nn, ch, i, j * s + ph), name="pad")
+    return lambda nn, ch, i, j, rh, rw: xp[nn, ch, i * s + rh, rw % s, j + rw // s]
+
+
 def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
     """TE tensors ``(inputs, output)`` of ``spec``; inputs are data, weight, [bias], [residual], passthroughs.
 
@@ -295,43 +323,25 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
             name="conv",
         )
     else:
-        t, left, b_, r = spec.pad
-        hp, wp = spec.h + t + b_, spec.w + left + r
         zero = tirx.const(0.0, dt)
+        read = padded_window(x, spec.n, spec.cin, spec.h, spec.w, spec.pad, spec.stride, zero, in_map,
+                             split_phases=kind == "dense")
+        rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
         if kind == "depthwise":
-            xp = te.compute(
-                (spec.n, spec.cin, hp, wp),
-                lambda n, c, i, j: tirx.if_then_else(
-                    tirx.all(i >= t, i < t + spec.h, j >= left, j < left + spec.w),
-                    x[n, in_map(c), i - t, j - left], zero),
-                name="pad",
-            )
-            rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
-            s = spec.stride
             conv = te.compute(
                 (spec.n, spec.cout, spec.oh, spec.ow),
-                lambda n, c, i, j: te.sum(xp[n, c, i * s + rh, j * s + rw] * wt[c, 0, rh, rw], axis=[rh, rw]),
+                lambda n, c, i, j: te.sum(read(n, c, i, j, rh, rw) * wt[c, 0, rh, rw], axis=[rh, rw]),
                 name="conv",
             )
         else:
-            xp = te.compute(
-                (spec.n, spec.cin, hp, wp),
-                lambda n, c, i, j: tirx.if_then_else(
-                    tirx.all(i >= t, i < t + spec.h, j >= left, j < left + spec.w),
-                    x[n, in_map(c), i - t, j - left], zero),
-                name="pad",
-            )
             rc = te.reduce_axis((0, cin_g), name="rc")
-            rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
-            s = spec.stride
 
             def grp_in(c: Any, k: Any) -> Any:
                 return k if spec.groups == 1 else te.min(c, spec.cout - 1) // cout_g * cin_g + k
 
             conv = te.compute(
                 (spec.n, cpad, spec.oh, spec.ow),
-                lambda n, c, i, j: te.sum(
-                    xp[n, grp_in(c, rc), i * s + rh, j * s + rw] * wt[c, rc, rh, rw], axis=[rc, rh, rw]),
+                lambda n, c, i, j: te.sum(read(n, grp_in(c, rc), i, j, rh, rw) * wt[c, rc, rh, rw], axis=[rc, rh, rw]),
                 name="conv",
             )
 
@@ -428,8 +438,7 @@ def _schedule_depthwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: 
     outer = sch.fuse(n, c)
     sch.parallel(outer)
     sch.compute_at(pad, outer)
-    pl = sch.get_loops(pad)
-    _vectorize_tail(sch, pl[-1], lanes)
+    _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
     sch.set_scope(conv, 0, "local")
     sch.reverse_compute_at(epi, jo)
     sch.unroll(rh)
@@ -459,7 +468,8 @@ def _schedule_dense(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int)
     sch.parallel(outer)
     pl = sch.get_loops(pad)
     sch.parallel(sch.fuse(*pl[:2]))
-    _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
+    if spec.stride == 1:  # the phase-split copy reads with a stride: leave it scalar
+        _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
     sch.set_scope(conv, 0, "local")
     sch.reverse_compute_at(epi, jo)
     sch.unroll(rh)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .conv2d import vector_width
+from .conv2d import padded_window, vector_width
 from .knobs import Decider, Knob, family_of, nearest
 
 __all__ = ["PoolSpec", "KNOBS", "kernel"]
@@ -68,21 +68,16 @@ def compute(spec: PoolSpec):
         else:
             out = te.compute(spec.out_shape, lambda n, c: total[n, c] * inv, name="out")
         return [x], out
-    t, left, b, r = spec.pad
+    t, left = spec.pad[0], spec.pad[1]
     fill = tirx.min_value(spec.dtype) if spec.kind == "max" else tirx.const(0.0, spec.dtype)
-    xp = te.compute(
-        (spec.n, spec.c, spec.h + t + b, spec.w + left + r),
-        lambda n, c, i, j: tirx.if_then_else(
-            tirx.all(i >= t, i < t + spec.h, j >= left, j < left + spec.w), x[n, c, i - t, j - left], fill),
-        name="pad",
-    )
+    read = padded_window(x, spec.n, spec.c, spec.h, spec.w, spec.pad, spec.stride, fill)
     rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
     s = spec.stride
     if spec.kind == "max":
-        pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.max(xp[n, c, i * s + rh, j * s + rw], axis=[rh, rw]), name="pool")
+        pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.max(read(n, c, i, j, rh, rw), axis=[rh, rw]), name="pool")
         out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j], name="out")
         return [x], out
-    pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.sum(xp[n, c, i * s + rh, j * s + rw], axis=[rh, rw]), name="pool")
+    pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.sum(read(n, c, i, j, rh, rw), axis=[rh, rw]), name="pool")
     if spec.count_include_pad:
         out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j] / tirx.const(spec.kh * spec.kw, spec.dtype), name="out")
     else:
