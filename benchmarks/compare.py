@@ -186,7 +186,7 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
     # Engines run in blocks, alternating: each engine's thread pool spins for a while after its last call,
     # so a pause follows every block; several rounds of blocks let drift of the machine hit every engine.
     blocks = max(1, min(BLOCKS, repeat))
-    bar = tqdm(total=blocks * len(workers), desc=model, unit="block", leave=False)
+    bar = tqdm(total=blocks * len(workers), desc=model, unit="block", leave=False, disable=None)  # None: TTY only
     try:
         for b in range(blocks):
             for engine, (_proc, conn) in workers.items():
@@ -280,7 +280,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                 ratios.append(d["ratio_vs_onnxruntime"])
         bars = ax.bar(xs, ys, width, label=LABELS[e])
         for bar, ratio in zip(bars, ratios):
-            ax.annotate(f"{ratio:.2g}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+            ax.annotate(f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=7)
     ax.set_yscale("log")
     ax.set_xticks(range(len(records)))

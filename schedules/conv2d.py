@@ -26,7 +26,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .knobs import Decider, Family, Knob, nearest
+from .knobs import GPU_THREADS, Decider, Family, Knob, nearest
 
 __all__ = ["ChannelMap", "Passthrough", "Placement", "ConvSpec", "kernel", "KNOBS"]
 
@@ -176,7 +176,7 @@ KNOBS = {
     "dw.vec": Knob("dw.vec", (1, 4, 8, 16), "output columns per vector"),
     "dense.co_tile": Knob("dense.co_tile", (1, 2, 4, 6, 8, 12, 16), "output channels per register tile"),
     "dense.ow_tile": Knob("dense.ow_tile", (4, 8, 16, 32), "output columns per register tile"),
-    "gpu.threads": Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block"),
+    "gpu.threads": GPU_THREADS,
 }
 
 
@@ -427,28 +427,45 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: 
         _schedule_placement(sch, lanes)
 
 
-def _schedule_depthwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int) -> None:
-    conv = sch.get_sblock("conv")
-    pad = sch.get_sblock("pad")
-    epi = sch.get_sblock("epilogue" if spec.placement else "out")
-    n, c, i, j, rh, rw = sch.get_loops(conv)
-    vec = vector_width(spec.ow, knobs["vec"])
+def schedule_window(sch: Any, acc: Any, out: Any, pad: Any, ow: int, vec_knob: int, lanes: int) -> int:
+    """Depthwise convs and pools: threads over planes, the padded plane per thread, vectors over columns.
+
+    ``acc`` is the reduction over the window (kept in registers), ``out`` its epilogue; returns the vector width.
+    """
+    n, c, i, j, rh, rw = sch.get_loops(acc)
+    vec = vector_width(ow, vec_knob)
     jo, ji = sch.split(j, [None, vec])
     sch.reorder(n, c, i, jo, rh, rw, ji)
     outer = sch.fuse(n, c)
     sch.parallel(outer)
     sch.compute_at(pad, outer)
     _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(epi, jo)
+    sch.set_scope(acc, 0, "local")
+    sch.reverse_compute_at(out, jo)
     sch.unroll(rh)
     sch.unroll(rw)
     if vec > 1:
         sch.vectorize(ji)
-    init = sch.decompose_reduction(conv, rh)
+    init = sch.decompose_reduction(acc, rh)
     if vec > 1:
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.vectorize(sch.get_loops(epi)[-1])
+        sch.vectorize(sch.get_loops(out)[-1])
+    return vec
+
+
+def schedule_gpu_outputs(sch: Any, out: Any, acc: Any, threads: int) -> None:
+    """CUDA: one thread per output element, ``threads`` per block, the reduction in a register."""
+    fused = sch.fuse(*sch.get_loops(out))
+    bx, tx = sch.split(fused, [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.set_scope(acc, 0, "local")
+    sch.compute_at(acc, tx)
+
+
+def _schedule_depthwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int) -> None:
+    epi = sch.get_sblock("epilogue" if spec.placement else "out")
+    schedule_window(sch, sch.get_sblock("conv"), epi, sch.get_sblock("pad"), spec.ow, knobs["vec"], lanes)
     if spec.placement:
         _schedule_placement(sch, lanes)
 
@@ -492,15 +509,7 @@ def _schedule_gpu(sch: Any, spec: ConvSpec, knobs: dict[str, int]) -> None:
             sch.compute_inline(sch.get_sblock(name))
         except Exception:  # noqa: BLE001 - the block does not exist for this kind
             pass
-    conv = sch.get_sblock("conv")
-    out = sch.get_sblock("out")
-    loops = sch.get_loops(out)
-    fused = sch.fuse(*loops)
-    bx, tx = sch.split(fused, [None, threads])
-    sch.bind(bx, "blockIdx.x")
-    sch.bind(tx, "threadIdx.x")
-    sch.set_scope(conv, 0, "local")
-    sch.compute_at(conv, tx)
+    schedule_gpu_outputs(sch, sch.get_sblock("out"), sch.get_sblock("conv"), threads)
 
 
 def kernel(spec: ConvSpec, target: Any, decide: Decider):

@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .knobs import Decider, Knob, family_of
+from .knobs import GPU_THREADS, Decider, Knob, family_of
 
 __all__ = ["DenseSpec", "KNOBS", "kernel"]
 
 KNOBS = {
     "dense.m_tile": Knob("dense.m_tile", (8, 16, 32, 48, 64, 96, 128), "outputs per register tile"),
-    "gpu.threads": Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block"),
+    "gpu.threads": GPU_THREADS,
 }
 
 
@@ -42,7 +42,7 @@ def kernel(spec: DenseSpec, target: Any, decide: Decider):
     from tvm import te
     from tvm.s_tir import Schedule
 
-    from .conv2d import _act, vector_width
+    from .conv2d import _act, schedule_gpu_outputs, vector_width
 
     fam = family_of(target)
     if fam.gpu:
@@ -68,12 +68,7 @@ def kernel(spec: DenseSpec, target: Any, decide: Decider):
     accb, outb = sch.get_sblock("acc"), sch.get_sblock("out")
     if fam.gpu:
         threads = decide(KNOBS["gpu.threads"], 256)
-        fused = sch.fuse(*sch.get_loops(outb))
-        bx, tx = sch.split(fused, [None, threads])
-        sch.bind(bx, "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
-        sch.set_scope(accb, 0, "local")
-        sch.compute_at(accb, tx)
+        schedule_gpu_outputs(sch, outb, accb, threads)
         return sch.mod["main"], mp, {"threads": threads}
     lanes = fam.vector_lanes
     i, j, k = sch.get_loops(accb)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider", "SampledDecider"]
+__all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider", "SampledDecider"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class Knob:
     name: str
     choices: tuple[Any, ...]
     doc: str = ""
+
+
+GPU_THREADS = Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block (every CUDA template)")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .conv2d import padded_window, vector_width
-from .knobs import Decider, Knob, family_of, nearest
+from .conv2d import padded_window, schedule_gpu_outputs, schedule_window
+from .knobs import GPU_THREADS, Decider, Knob, family_of, nearest
 
 __all__ = ["PoolSpec", "KNOBS", "kernel"]
 
 KNOBS = {
     "pool.vec": Knob("pool.vec", (1, 4, 8, 16), "output columns per vector"),
-    "gpu.threads": Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block"),
+    "gpu.threads": GPU_THREADS,
 }
 
 
@@ -91,14 +91,6 @@ def compute(spec: PoolSpec):
     return [x], out
 
 
-def _vec_tail(sch: Any, loop: Any, lanes: int) -> None:
-    ext = int(sch.get(loop).extent)
-    vec = vector_width(ext, lanes)
-    if vec <= 1:
-        return
-    sch.vectorize(loop if vec == ext else sch.split(loop, [None, vec])[1])
-
-
 def kernel(spec: PoolSpec, target: Any, decide: Decider):
     """The scheduled ``PrimFunc`` of ``spec`` on ``target`` and the knob decisions."""
     from tvm import te
@@ -110,40 +102,15 @@ def kernel(spec: PoolSpec, target: Any, decide: Decider):
     pool, outb = sch.get_sblock("pool"), sch.get_sblock("out")
     if fam.gpu:
         threads = decide(KNOBS["gpu.threads"], 256)
-        try:
+        if spec.kind != "global_avg":
             sch.compute_inline(sch.get_sblock("pad"))
-        except Exception:  # noqa: BLE001 - global pooling has no pad block
-            pass
-        fused = sch.fuse(*sch.get_loops(outb))
-        bx, tx = sch.split(fused, [None, threads])
-        sch.bind(bx, "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
-        sch.set_scope(pool, 0, "local")
-        sch.compute_at(pool, tx)
+        schedule_gpu_outputs(sch, outb, pool, threads)
         return sch.mod["main"], {"threads": threads}
     if spec.kind == "global_avg":
         sch.parallel(sch.fuse(*sch.get_loops(pool)[:2]))
         sch.reverse_compute_at(outb, sch.get_loops(pool)[0])
         return sch.mod["main"], {}
     lanes = fam.vector_lanes
-    vec = decide(KNOBS["pool.vec"], lanes if spec.ow >= lanes else nearest((1, 4, 8, 16), spec.ow))
-    vec = vector_width(spec.ow, vec)
-    n, c, i, j, rh, rw = sch.get_loops(pool)
-    jo, ji = sch.split(j, [None, vec])
-    sch.reorder(n, c, i, jo, rh, rw, ji)
-    outer = sch.fuse(n, c)
-    sch.parallel(outer)
-    pad = sch.get_sblock("pad")
-    sch.compute_at(pad, outer)
-    _vec_tail(sch, sch.get_loops(pad)[-1], lanes)
-    sch.set_scope(pool, 0, "local")
-    sch.reverse_compute_at(outb, jo)
-    sch.unroll(rh)
-    sch.unroll(rw)
-    if vec > 1:
-        sch.vectorize(ji)
-    init = sch.decompose_reduction(pool, rh)
-    if vec > 1:
-        sch.vectorize(sch.get_loops(init)[-1])
-        sch.vectorize(sch.get_loops(outb)[-1])
+    want = decide(KNOBS["pool.vec"], lanes if spec.ow >= lanes else nearest((1, 4, 8, 16), spec.ow))
+    vec = schedule_window(sch, pool, outb, sch.get_sblock("pad"), spec.ow, want, lanes)
     return sch.mod["main"], {"vec": vec}

@@ -83,7 +83,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _latency_line(samples: list[float]) -> str:
     a = np.asarray(samples)
-    return f"latency: median {np.median(a):.3f} ms, mean {a.mean():.3f} ms, min {a.min():.3f} ms over {len(a)} runs"
+    import tvm
+
+    threads = int(tvm.get_global_func("runtime.NumThreads")())
+    return (f"latency: median {np.median(a):.3f} ms, mean {a.mean():.3f} ms, min {a.min():.3f} ms over {len(a)} runs, "
+            f"{threads} threads")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

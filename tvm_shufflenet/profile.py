@@ -259,7 +259,7 @@ def profile(
         if progress:
             from tqdm import tqdm
 
-            items = tqdm(order, desc=f"profile {src.name}", unit="kernel", leave=False)
+            items = tqdm(order, desc=f"profile {src.name}", unit="kernel", leave=False, disable=None)
         for key in items:
             d = distinct[key]
             args = [tvm.runtime.tensor(rng.standard_normal(s).astype(t) if t.startswith("float") else np.zeros(s, t), dev)
