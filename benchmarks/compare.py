@@ -248,7 +248,12 @@ def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
         row = [r["model"]]
         for e in engines:
             d = r["engines"].get(e, {})
-            row.append(f"{d['median_ms']:.2f} ms ({d['ratio_vs_onnxruntime']:.2f}x)" if d.get("available") else "-")
+            if not d.get("available"):
+                row.append("-")
+            elif d.get("ratio_vs_onnxruntime") is None:
+                row.append(f"{d['median_ms']:.2f} ms")
+            else:
+                row.append(f"{d['median_ms']:.2f} ms ({d['ratio_vs_onnxruntime']:.2f}x)")
         rows.append(row)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -280,6 +285,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                 ratios.append(d["ratio_vs_onnxruntime"])
         bars = ax.bar(xs, ys, width, label=LABELS[e])
         for bar, ratio in zip(bars, ratios):
+            if ratio is None:
+                continue
             ax.annotate(f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=7)
     ax.set_yscale("log")
@@ -345,9 +352,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tvm_shufflenet.errors import UserError
+
     parser = argparse.ArgumentParser(prog="compare", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

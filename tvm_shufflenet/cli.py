@@ -482,9 +482,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write {model, target, total_ms, kernels: [{name, category, calls, time_ms}]} here")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("compare", help="this project vs stock TVM, ONNX Runtime and PyTorch on this machine, side by side (benchmarks/compare.py)")
     from .benchmarks import compare as _compare
 
+    p = sub.add_parser("compare", help="this project vs stock TVM, ONNX Runtime and PyTorch on this machine, side by side (benchmarks/compare.py)",
+                       description=_compare.__doc__.split("\n\n")[0])
     _compare.add_arguments(p)
     p.set_defaults(func=cmd_compare)
 
