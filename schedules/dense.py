@@ -22,6 +22,8 @@ KNOBS = {
 
 @dataclass(frozen=True)
 class DenseSpec:
+    """``(n, k) @ (k, m) + bias``, then ``act``: the classifier, and squeeze-and-excitation 1x1 convs."""
+
     n: int
     k: int
     m: int

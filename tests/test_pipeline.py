@@ -140,3 +140,11 @@ def test_kernel_count_30_percent_below_stock():
     ours = kernel_calls(lower(mod, HOST, "shufflenet"))
     stock = kernel_calls(lower(mod, HOST, "stock"))
     assert len(ours) <= 0.7 * len(stock), (len(ours), len(stock))
+
+
+def test_squeeze_excitation_convs_use_the_gemv_template():
+    """1x1 convs on 1x1 maps (MobileNet V3's SE blocks) are matrix-vector products: the classifier's template."""
+    calls = kernel_calls(lower(load_source("mobilenet_v3_small", input_size=64).mod, HOST))
+    se = [c for c in calls if c.name.startswith("se_dense")]
+    assert len(se) == 18  # 9 SE blocks, two 1x1 convs each
+    assert not [c for c in calls if c.category == "dense_conv" and c.args[0][0][2:] == (1, 1)]

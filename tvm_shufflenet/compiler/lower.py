@@ -41,9 +41,38 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
+def _is_gemv(spec: Any) -> bool:
+    """A 1x1 conv on a 1x1 map (squeeze-and-excitation): a matrix-vector product, not a convolution."""
+    return (spec.h == spec.w == spec.kh == spec.kw == 1 and spec.groups == 1 and spec.placement is None
+            and not spec.residual and spec.post_act is None and (spec.in_map is None or spec.in_map.is_identity)
+            and spec.cin_src == spec.cin)
+
+
+def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any]) -> Any:
+    """SE convs through the classifier's template: weights laid out ``(Cin, Cout)``, unit-stride vector loads.
+
+    The direct-conv template reads a 1x1 conv's weights with a stride of Cin per output channel, which is
+    fine while they sit in cache and slow when they stream from memory, as they do inside the network.
+    """
+    from tvm import relax
+
+    dspec = dense.DenseSpec(spec.n, spec.cin, spec.cout, spec.bias, spec.act)
+    func, mp, knobs = dense.kernel(dspec, target, decide("dense", dspec.to_json()))
+    w = const_of(args[1]).reshape(spec.cout, spec.cin)
+    new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))),
+                relax.const(np.ascontiguousarray(_pad_rows(w, mp).T))]
+    if spec.bias:
+        new_args.append(relax.const(_pad_rows(const_of(args[2]), mp)))
+    gv = _register(bb, func, f"se_dense_{spec.cin}x{spec.cout}", "dense", dspec.to_json(), knobs)
+    out = bb.emit(relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.cout), spec.dtype)))
+    return relax.op.reshape(out, (spec.n, spec.cout, 1, 1))
+
+
 def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any]) -> Any:
     from tvm import relax
 
+    if _is_gemv(spec):
+        return _lower_gemv(bb, target, decide, spec, args)
     func, cpad, knobs = conv2d.kernel(spec, target, decide("conv2d", spec.to_json()))
     w = const_of(args[1])
     bias = const_of(args[2]) if spec.bias else None
