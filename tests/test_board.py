@@ -137,7 +137,7 @@ def test_profile_on_the_emulated_board(farm, tmp_path, capsys):
             "--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", key, "--json", str(out)]
     assert main(args) == 0
     data = json.loads(out.read_text())
-    assert data["target"] == "rpi4-cortex-a72" and data["total_ms"] > 0
+    assert data["target"] == "rpi4-cortex-a72" and data["total_ms"] > 0 and data["method"] == "isolated"
     cats = {k["category"] for k in data["kernels"]}
     assert {"pointwise_conv", "depthwise_conv"} <= cats and "data_movement" not in cats
     assert all(k["time_ms"] > 0 for k in data["kernels"])

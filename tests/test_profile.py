@@ -27,6 +27,7 @@ def test_profile_json(tmp_path, capsys):
     assert main(["profile", "shufflenet_v2_x0_5", "--input-size", "64", "--repeat", "2", "--kernels", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data) >= {"model", "target", "total_ms", "kernels"} and data["total_ms"] > 0
+    assert data["method"] == "in-network"  # timed inside the running network through the VM hook
     assert data["kernels"] and all(set(k) == {"name", "category", "calls", "time_ms"} for k in data["kernels"])
     assert {k["category"] for k in data["kernels"]} <= set(CATEGORIES)
     assert "data_movement" not in {k["category"] for k in data["kernels"]}

@@ -330,12 +330,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     result = profile(args.model, args.target, pipeline=args.pipeline, input_size=args.input_size, weights=args.weights,
                      address=address, repeat=args.repeat, threads=args.threads, progress=True)
     where = "" if address is None else f" on {address}"
+    timed = result.timed_total_ms or result.total_ms
     print(f"{result.model} on {result.target}{where} ({result.pipeline} pipeline, {result.threads} threads): "
-          f"{result.total_ms:.3f} ms per image, {sum(k['calls'] for k in result.kernels)} kernel calls")
+          f"{result.total_ms:.3f} ms per image, {sum(k['calls'] for k in result.kernels)} kernel calls, "
+          f"kernels timed {result.method}" + (f" (network {timed:.3f} ms meanwhile)" if result.method == "in-network" else ""))
     rows = [[r["category"], str(r["kernels"]), str(r["calls"]), f"{r['time_ms']:.3f}", f"{100 * r['share']:.1f}%"]
             for r in result.by_category()]
-    overhead = result.total_ms - sum(k["time_ms"] for k in result.kernels)
-    rows.append(["(outside kernels)", "", "", f"{overhead:.3f}", f"{100 * overhead / max(result.total_ms, 1e-9):.1f}%"])
+    between = timed - sum(k["time_ms"] for k in result.kernels)
+    rows.append(["(between kernels)", "", "", f"{between:.3f}", f"{100 * between / max(timed, 1e-9):.1f}%"])
     _print_table(rows, ["category", "kernels", "calls", "ms", "share"])
     if args.kernels:
         print()

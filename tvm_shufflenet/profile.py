@@ -1,11 +1,11 @@
 """Per-kernel time of a compiled network, grouped by what each kernel does.
 
 TVM 0.27's Relax VM has no profiler any more (``VirtualMachine.profile`` and ``tvm.runtime.profiling`` are
-gone), so this measures what the profiler did: the pipeline's kernel list is read from the lowered module
-(every ``R.call_tir``, in execution order, with its argument shapes), each distinct kernel is timed with
-TVM's time evaluator in the built library on tensors of those shapes, locally or on a board over RPC, and
-the whole network is timed through the VM for the total. ``total - sum(kernels)`` is time outside the
-kernels as timed alone: VM dispatch, thread-pool wake-ups, and caches colder in the network than in isolation.
+gone). The kernel list is read from the lowered module (every ``R.call_tir`` in execution order, with its
+argument shapes). On this machine each kernel is timed inside the running network through the VM's call
+hook (``set_instrument``); on a board over RPC, where the hook cannot reach, each kernel is timed alone with
+TVM's time evaluator in a plain kernels library. The network total is always the VM's own, without the hook;
+``total - sum(kernels)`` is the time between kernels (VM dispatch, views, allocation).
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ class ProfileResult:
     kernels: list[dict[str, Any]] = field(default_factory=list)
     threads: int | None = None
     device: str = "local"
+    method: str = "in-network"  # or "isolated" (each kernel alone: boards over RPC, GPUs)
+    timed_total_ms: float | None = None  # the network's time while its kernels were timed (hook on)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,7 +160,9 @@ class ProfileResult:
             "pipeline": self.pipeline,
             "device": self.device,
             "threads": self.threads,
+            "method": self.method,
             "total_ms": round(self.total_ms, 4),
+            "timed_total_ms": round(self.timed_total_ms or self.total_ms, 4),
             "kernels": self.kernels,
         }
 
@@ -170,7 +174,7 @@ class ProfileResult:
                 continue
             ms = sum(k["time_ms"] for k in ks)
             rows.append({"category": cat, "kernels": len(ks), "calls": sum(k["calls"] for k in ks), "time_ms": ms,
-                         "share": ms / max(self.total_ms, 1e-12)})
+                         "share": ms / max(self.timed_total_ms or self.total_ms, 1e-12)})
         return rows
 
 
@@ -246,33 +250,72 @@ def profile(
         vm.invoke_stateful("main")
         total = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)("main")
         total_ms = float(np.median(total.results)) * 1e3
-        distinct: dict[tuple, dict[str, Any]] = {}
-        order: list[tuple] = []
+        distinct: dict[str, dict[str, Any]] = {}
         for c in calls:
-            key = (c.name, tuple(c.args))
-            if key not in distinct:
-                distinct[key] = {"name": c.name, "category": c.category, "calls": 0, "args": c.args}
-                order.append(key)
-            distinct[key]["calls"] += 1
-        items = order
-        if progress:
-            from tqdm import tqdm
-
-            items = tqdm(order, desc=f"profile {src.name}", unit="kernel", leave=False, disable=None)
-        for key in items:
-            d = distinct[key]
-            args = [tvm.runtime.tensor(rng.standard_normal(s).astype(t) if t.startswith("float") else np.zeros(s, t), dev)
-                    for s, t in d["args"]]
-            # Weights (every argument but the first) flushed from the caches before each run: in the network
-            # they stream from memory, while the activation a kernel reads was usually just written.
-            flush = "cache_flush_cpu_non_first_arg" if spec.device != "cuda" else ""
-            timer = kmodule.time_evaluator(d["name"], dev, number=1, repeat=max(repeat, 10), f_preproc=flush)
-            d["time_ms"] = float(np.median(timer(*args).results)) * 1e3 * d["calls"]
+            d = distinct.setdefault(c.name, {"name": c.name, "category": c.category, "calls": 0, "args": c.args})
+            d["calls"] += 1
+        if session is None and spec.device != "cuda":
+            method = "in-network"
+            timed_total_ms = _time_in_network(vm, distinct, runs=max(repeat, 10))
+        else:
+            method = "isolated"
+            timed_total_ms = total_ms
+            _time_isolated(kmodule, dev, distinct, repeat, rng, progress, src.name)
         nthreads = int(get_threads())
         del vm, module, kmodule
         if session is not None:
             release(session)
-    kernels = [{"name": distinct[k]["name"], "category": distinct[k]["category"], "calls": distinct[k]["calls"],
-                "time_ms": round(distinct[k]["time_ms"], 5)} for k in order]
+    kernels = [{"name": d["name"], "category": d["category"], "calls": d["calls"], "time_ms": round(d["time_ms"], 5)}
+               for d in distinct.values()]
     return ProfileResult(src.name, spec.key, pipeline, total_ms, kernels, nthreads,
-                         "local" if address is None else str(address))
+                         "local" if address is None else str(address), method, timed_total_ms)
+
+
+def _time_in_network(vm: Any, kernels: dict[str, dict[str, Any]], runs: int) -> float:
+    """Each kernel's time inside the running network, from the VM's call hook (this machine only).
+
+    The hook is a Python callback around every VM call, a few microseconds each, part of which lands inside
+    each kernel's interval. Returns the network's time per run with the hook on: shares are taken of that.
+    """
+    import time
+
+    spent = {name: 0.0 for name in kernels}
+    started: dict[str, float] = {}
+
+    def hook(_func: Any, name: str, before: bool, _ret: Any, *_args: Any) -> int:
+        if name in spent:
+            if before:
+                started[name] = time.perf_counter()
+            else:
+                spent[name] += time.perf_counter() - started.pop(name)
+        return 0  # VMInstrumentReturnKind.kNoOp: run the call as usual
+
+    vm.set_instrument(hook)
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        vm.invoke_stateful("main")
+    wall = (time.perf_counter() - t0) / runs * 1e3
+    for name, d in kernels.items():
+        d["time_ms"] = spent[name] / runs * 1e3
+    return wall
+
+
+def _time_isolated(kmodule: Any, dev: Any, kernels: dict[str, dict[str, Any]], repeat: int, rng: Any,
+                   progress: bool, label: str) -> None:
+    """Each kernel alone, with TVM's time evaluator on tensors of its shapes (works on a board over RPC).
+
+    Alone, a kernel finds its weights in cache, which in the network stream from memory: expect these times
+    to be lower than in the network (the difference shows as time outside the kernels).
+    """
+    import tvm
+
+    items = list(kernels.values())
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc=f"profile {label}", unit="kernel", leave=False, disable=None)
+    for d in items:
+        args = [tvm.runtime.tensor(rng.standard_normal(s).astype(t) if t.startswith("float") else np.zeros(s, t), dev)
+                for s, t in d["args"]]
+        timer = kmodule.time_evaluator(d["name"], dev, number=1, repeat=max(repeat, 10))
+        d["time_ms"] = float(np.median(timer(*args).results)) * 1e3 * d["calls"]
