@@ -425,12 +425,18 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: 
     sch.reorder(n, co, po, k, ci, pvo, pv)
     outer = sch.fuse(n, co, po)
     sch.parallel(outer)
+    _finish_register_tile(sch, spec, conv, epi, outer, [ci, pvo], pv, k, lanes)
+
+
+def _finish_register_tile(sch: Any, spec: ConvSpec, conv: Any, epi: Any, at: Any, unrolled: list, vec: Any,
+                          reduce_loop: Any, lanes: int) -> None:
+    """The accumulator tile in registers: epilogue at ``at``, ``unrolled`` loops unrolled, ``vec`` vectorized."""
     sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(epi, outer)
-    sch.unroll(ci)
-    sch.unroll(pvo)
-    sch.vectorize(pv)
-    init = sch.decompose_reduction(conv, k)
+    sch.reverse_compute_at(epi, at)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(vec)
+    init = sch.decompose_reduction(conv, reduce_loop)
     sch.vectorize(sch.get_loops(init)[-1])
     _vectorize_tail(sch, sch.get_loops(epi)[-1], lanes)
     if spec.placement:
@@ -497,18 +503,7 @@ def _schedule_dense(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int)
     sch.parallel(sch.fuse(*pl[:2]))
     if spec.stride == 1:  # the phase-split copy reads with a stride: leave it scalar
         _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(epi, jo)
-    sch.unroll(rh)
-    sch.unroll(rw)
-    sch.unroll(ci)
-    sch.unroll(jvo)
-    sch.vectorize(jv)
-    init = sch.decompose_reduction(conv, rc)
-    sch.vectorize(sch.get_loops(init)[-1])
-    _vectorize_tail(sch, sch.get_loops(epi)[-1], lanes)
-    if spec.placement:
-        _schedule_placement(sch, lanes)
+    _finish_register_tile(sch, spec, conv, epi, jo, [rh, rw, ci, jvo], jv, rc, lanes)
 
 
 def _schedule_gpu(sch: Any, spec: ConvSpec, knobs: dict[str, int]) -> None:

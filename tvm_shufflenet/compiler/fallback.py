@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..schedules.conv2d import vector_width
+
 __all__ = ["schedule_fallback", "ScheduleFallback"]
 
 
@@ -39,12 +41,12 @@ def _parallel_vectorize(sch: Any, blk: Any, lanes: int) -> None:
         return
     if len(loops) != len(kinds):
         return
-    spatial = [lp for lp, k in zip(loops, kinds) if k == 0]
     if kinds and all(k == 0 for k in kinds):
         fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
         ext = int(sch.get(fused).extent)
-        if ext >= 4 * lanes:
-            outer, inner = sch.split(fused, [None, lanes])
+        vec = vector_width(ext, lanes)  # a divisor: no predicated tail
+        if ext >= 4 * lanes and vec > 1:
+            outer, inner = sch.split(fused, [None, vec])
             sch.vectorize(inner)
             if ext >= 64 * lanes:
                 sch.parallel(outer)
@@ -59,7 +61,6 @@ def _parallel_vectorize(sch: Any, blk: Any, lanes: int) -> None:
         fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
         if int(sch.get(fused).extent) >= 8:
             sch.parallel(fused)
-    del spatial
 
 
 def schedule_fallback(mod: Any, target: Any) -> Any:
