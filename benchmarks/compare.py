@@ -54,8 +54,8 @@ def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndar
 
     from tvm_shufflenet.runtime import set_threads
 
+    set_threads(threads)  # before compiling: constant folding may start TVM's pool, which cannot grow later
     ex = compile_source(src, spec, pipeline, log)
-    set_threads(threads)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(x))
     vm.invoke_stateful("main")
@@ -95,7 +95,6 @@ def _torch_runner(module: Any, x: np.ndarray, threads: int) -> tuple[Callable[[]
 
 def _make_runner(engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str):
     """Build one engine's runner (in its own process): ``(run, output)`` or a note why it is unavailable."""
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     from tvm_shufflenet import models, reference
     from tvm_shufflenet import weights as weights_mod
     from tvm_shufflenet.build import load_source
@@ -232,13 +231,6 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
     }
 
 
-def _write_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
     """Median ms and ratio to ONNX Runtime per model and engine."""
     engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
@@ -319,7 +311,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's pool starts: it cannot grow later
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
@@ -329,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     records: list[dict[str, Any]] = json.loads(out.read_text()) if out and out.exists() else []
     done = {(r["model"], r["threads"], tuple(r["input_shape"])) for r in records}
     from tvm_shufflenet import models
+    from tvm_shufflenet.bench.records import write_json_atomic
 
     for model in args.models:
         models.get(model)  # unknown names fail before any measuring
@@ -341,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
                             input_size=args.input_size, seed=args.seed, engines=engines)
         records = [r for r in records if not (r["model"] == model and r["threads"] == args.threads)] + [rec]
         if out:
-            _write_atomic(out, records)
+            write_json_atomic(out, records)
     shown = [r for r in records if r["model"] in args.models and r["threads"] == args.threads]
     print(f"{shown[0]['machine']['cpu']}, {args.threads} threads, batch 1; median per image (ratio to ONNX Runtime)")
     print(table(shown, markdown=args.markdown))

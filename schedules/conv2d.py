@@ -241,7 +241,7 @@ def kernel_knobs(spec: ConvSpec, fam: Family, decide: Decider) -> dict[str, int]
     if kind == "pointwise":
         co, p = pointwise_defaults(spec, fam)
         co = decide(KNOBS["pw.co_tile"], nearest(KNOBS["pw.co_tile"].choices, co))
-        p_want = decide(KNOBS["pw.p_tile"], nearest(KNOBS["pw.p_tile"].choices, p) if p not in KNOBS["pw.p_tile"].choices else p)
+        p_want = decide(KNOBS["pw.p_tile"], nearest(KNOBS["pw.p_tile"].choices, p))
         hw = spec.h * spec.w
         p = min(_divisors(hw), key=lambda d: (abs(d - p_want), d))  # always a divisor: no ragged tiles
         return {"co_tile": co, "p_tile": p}

@@ -9,7 +9,7 @@ answers with what was measured best. This is AutoTVM's template idea on MetaSche
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 __all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider", "SampledDecider"]
 
@@ -68,8 +68,6 @@ def family_of(target: Any) -> Family:
         return _FAMILIES["x86-avx512"]
     if mcpu.startswith(_AVX2_CPUS) or "+avx2" in mattr:
         return _FAMILIES["x86-avx2"]
-    if not triple and not mcpu:
-        return _FAMILIES["x86"]
     return _FAMILIES["x86"]
 
 
@@ -126,6 +124,3 @@ class SampledDecider(Decider):
 def nearest(choices: Sequence[int], want: int) -> int:
     """The choice closest to ``want`` (ties to the smaller)."""
     return min(choices, key=lambda c: (abs(c - want), c))
-
-
-Template = Callable[..., Any]

@@ -97,7 +97,7 @@ def categorize(name: str, func: Any = None, args: list | None = None) -> str:
         return "elementwise"
     blocks = _blocks(func)
     if blocks:
-        moving = [b for b in blocks if re.search(r"concat|transpose|split|strided_slice|take|gather|permute", b)]
+        moving = [b for b in blocks if any(op in b for op in _MOVE_OPS if op != "reshape")]
         if moving or all("reshape" in b for b in blocks):
             return "data_movement"
         return "elementwise"
@@ -200,15 +200,22 @@ def profile(
     from .targets import resolve
 
     spec = resolve(target)
+    in_network = address is None and spec.device != "cuda"  # the VM hook reaches only this machine's CPU
+    if address is None:
+        from .runtime import set_threads
+
+        set_threads(threads)  # before compiling: constant folding may start TVM's pool, which cannot grow later
     src = load_source(source, weights=weights, input_size=input_size)
     tgt = spec.tvm_target()
     lowered = lower(src.mod, tgt, pipeline)
     calls = kernel_calls(lowered)
     ex = build_lowered(lowered, tgt)
-    # The kernels again as a plain library: a VM library does not let the time evaluator reach them.
-    prims = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in lowered.functions.items()
-             if isinstance(f, tvm.tirx.PrimFunc)}
-    kernels_ex = tvm.compile(tvm.IRModule(prims), target=tgt)
+    kernels_ex = None
+    if not in_network:
+        # The kernels again as a plain library: a VM library does not let the time evaluator reach them.
+        prims = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in lowered.functions.items()
+                 if isinstance(f, tvm.tirx.PrimFunc)}
+        kernels_ex = tvm.compile(tvm.IRModule(prims), target=tgt)
     session = None
     with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_profile_") as tmp:
         if address is not None:
@@ -219,7 +226,7 @@ def profile(
             session = connect(address)
             stamp = int(time.time() * 1e3) % 10**9
             loaded = []
-            for what, exe in (("model", ex), ("kernels", kernels_ex)):
+            for what, exe in (("model", ex), ("kernels", kernels_ex)):  # remote: always timed isolated
                 path = Path(tmp) / f"{what}.so"
                 exe.export_library(str(path), fcompile=cc.cross_compiler(spec.cross_compiler or "gcc"))
                 remote_name = f"tvm_shufflenet_profile_{stamp}_{what}.so"
@@ -238,11 +245,8 @@ def profile(
             else:
                 dev = tvm.cpu()
             module = ex.mod if hasattr(ex, "mod") else ex
-            kmodule = kernels_ex.mod if hasattr(kernels_ex, "mod") else kernels_ex
-            from .runtime import set_threads
-
+            kmodule = None if kernels_ex is None else getattr(kernels_ex, "mod", kernels_ex)
             get_threads = tvm.get_global_func("runtime.NumThreads")
-            set_threads(threads)
         rng = np.random.default_rng(0)
         x = rng.standard_normal(src.input_shape).astype("float32")
         vm = relax.VirtualMachine(module, dev)
@@ -254,7 +258,7 @@ def profile(
         for c in calls:
             d = distinct.setdefault(c.name, {"name": c.name, "category": c.category, "calls": 0, "args": c.args})
             d["calls"] += 1
-        if session is None and spec.device != "cuda":
+        if in_network:
             method = "in-network"
             timed_total_ms = _time_in_network(vm, distinct, runs=max(repeat, 10))
         else:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .graph import DROP, KEEP, Graph, const_of, const_through, op_name, prim_of, rebuild, shape_of
 
-__all__ = ["fuse_conv", "FuseConv", "SPEC_ATTR", "conv_call", "spec_of_call", "add_conv_call"]
+__all__ = ["fuse_conv", "FuseConv", "SPEC_ATTR", "conv_call", "add_conv_call"]
 
 SPEC_ATTR = "tvm_shufflenet.conv"
 
@@ -152,8 +152,6 @@ def conv_call(mod: Any, call: Any):
 
     return ConvSpec.from_json(str(func.attrs[SPEC_ATTR]))
 
-
-spec_of_call = conv_call
 
 
 def fuse_conv(mod: Any) -> Any:

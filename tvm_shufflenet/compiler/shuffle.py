@@ -50,8 +50,8 @@ def _ints(expr: Any) -> list[int] | None:
 class _Analysis:
     """Views of every variable, computed in binding order."""
 
-    def __init__(self, mod: Any, graph: Graph):
-        self.mod, self.g = mod, graph
+    def __init__(self, graph: Graph):
+        self.g = graph
         self.views: dict[Any, View] = {}
         self.tuples: dict[Any, list[View]] = {}
 
@@ -140,7 +140,7 @@ def fold_channel_shuffle(mod: Any) -> Any:
     graph = Graph(mod["main"])
     if not graph.supported:
         return mod
-    an = _Analysis(mod, graph)
+    an = _Analysis(graph)
     calls: dict[int, tuple[Any, list[Any]]] = {}  # conv index -> (spec, args) after input folding
     materialize: dict[int, int] = {}  # view index -> producer conv index
     dropped: set[int] = set()
