@@ -1,11 +1,12 @@
 """Engine comparison on this machine: same model, weights and input, measured side by side in one run.
 
-Engines: this project's pipeline (untuned; and tuned when ``tuning_logs/<target key>.json`` exists), TVM's
-stock pipeline, ONNX Runtime (CPU) and PyTorch eager. Every engine is timed the same way, wall clock around
+Engines: this project's pipeline (untuned; and tuned when a tuning log applies: ``tuning_logs/<target key>.json``
+or one of the same template family), TVM's stock pipeline, ONNX Runtime (CPU), OpenVINO (CPU plugin, f32
+precision hint set explicitly: its default on AVX-512 BF16 CPUs is bf16) and PyTorch eager. Every engine is timed the same way, wall clock around
 one inference call with the input already in place, each engine in its own process (no engine's spinning
 worker threads steal another's cores), in alternating blocks of calls (ten rounds), so drift of the machine
-hits all of them alike. Reported: medians, the ratio to ONNX Runtime, each
-output's distance to PyTorch's. Thread counts are fixed for all engines and printed.
+hits all of them alike. Reported: medians, the ratio to ONNX Runtime and to the fastest f32 peer engine
+(ONNX Runtime or OpenVINO), each output's distance to PyTorch's. Thread counts are fixed for all engines and printed.
 
 Run ``tvm-shufflenet compare --help`` or ``python benchmarks/compare.py --help``.
 """
@@ -26,12 +27,14 @@ import numpy as np
 
 BLOCKS = 10  # alternating blocks per engine: this VM drifts by up to 1.7x between minutes
 IDLE_S = 0.3  # pause after a block: lets the last engine's spinning worker threads go to sleep
-ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "pytorch")
+ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "openvino", "pytorch")
+PEERS = ("onnxruntime", "openvino")  # the other f32 engines a user could pick instead
 LABELS = {
     "tvm_shufflenet": "tvm_shufflenet (untuned)",
     "tvm_shufflenet_tuned": "tvm_shufflenet (tuned)",
     "tvm_stock": "TVM stock pipeline",
     "onnxruntime": "ONNX Runtime",
+    "openvino": "OpenVINO (f32)",
     "pytorch": "PyTorch eager",
 }
 
@@ -78,6 +81,18 @@ def _ort_runner(onnx_path: Path, x: np.ndarray, threads: int) -> tuple[Callable[
     return (lambda: sess.run(None, feed)), out
 
 
+def _openvino_runner(onnx_path: Path, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+    import openvino as ov
+
+    # f32 stated explicitly: on CPUs with AVX-512 BF16 the CPU plugin otherwise computes in bf16
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": 1}
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+    request = compiled.create_infer_request()
+    out = np.array(request.infer({0: x})[compiled.output(0)])
+    return (lambda: request.infer({0: x})), out
+
+
 def _torch_runner(module: Any, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
     import torch
 
@@ -97,8 +112,7 @@ def _make_runner(engine: str, model: str, threads: int, input_size: int | None, 
     """Build one engine's runner (in its own process): ``(run, output)`` or a note why it is unavailable."""
     from tvm_shufflenet import models, reference
     from tvm_shufflenet import weights as weights_mod
-    from tvm_shufflenet.build import load_source
-    from tvm_shufflenet.compiler.tuning import load_log, log_path
+    from tvm_shufflenet.build import applied_log, load_source
     from tvm_shufflenet.targets import resolve
 
     spec = resolve(target)
@@ -109,16 +123,21 @@ def _make_runner(engine: str, model: str, threads: int, input_size: int | None, 
     if engine == "tvm_shufflenet":
         return _tvm_runner(src, spec, "shufflenet", None, x, threads)
     if engine == "tvm_shufflenet_tuned":
-        log = load_log(spec.key)
-        if log is None:
-            return f"no tuning log ({log_path(spec.key).name})"
-        return _tvm_runner(src, spec, "shufflenet", log, x, threads)
+        applied = applied_log(spec, "auto")
+        if applied.log is None:
+            return f"no tuning log for {spec.key} or its template family"
+        return _tvm_runner(src, spec, "shufflenet", applied.log, x, threads)
     if engine == "tvm_stock":
         return _tvm_runner(src, spec, "stock", None, x, threads)
-    if engine == "onnxruntime":
+    if engine in ("onnxruntime", "openvino"):
         with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_compare_") as tmp:
             onnx_path = Path(tmp) / f"{model}.onnx"
             reference.export_onnx(entry, w, onnx_path, input_size=input_size)
+            if engine == "openvino":
+                try:
+                    return _openvino_runner(onnx_path, x, threads)
+                except ImportError:
+                    return "not installed (pip install openvino)"
             return _ort_runner(onnx_path, x, threads)
     if engine == "pytorch":
         return _torch_runner(reference.load_weights(reference.build(entry), w).eval(), x, threads)
@@ -201,6 +220,8 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             proc.join(timeout=30)
     ref = outputs.get("pytorch")
     ort_ms = float(np.median(samples["onnxruntime"])) if "onnxruntime" in samples else None
+    peer_ms = {e: float(np.median(samples[e])) for e in PEERS if e in samples}
+    best_peer = min(peer_ms, key=peer_ms.get) if peer_ms else None
     results: dict[str, Any] = {}
     for engine in engines:
         if engine not in workers:
@@ -215,8 +236,12 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             "min_ms": round(float(np.min(samples[engine])), 4),
             "samples": len(samples[engine]),
             "ratio_vs_onnxruntime": round(med / ort_ms, 3) if ort_ms else None,
+            "ratio_vs_fastest_peer": round(med / peer_ms[best_peer], 3) if best_peer else None,
             "max_err_vs_pytorch": err,
         }
+    from tvm_shufflenet.build import applied_log
+
+    tuning = applied_log(resolve(target), "auto").to_json()
     return {
         "model": model,
         "input_shape": [1, 3, size, size],
@@ -224,17 +249,32 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
         "threads": threads,
         "repeat": repeat,
         "target_key": resolve(target).key,
+        "tuning_log": tuning,
+        "fastest_peer": best_peer,
         "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+        "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+                     "openvino": _version("openvino")},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "engines": results,
     }
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
     """Median ms and ratio to ONNX Runtime per model and engine."""
     engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
     header = ["model"] + [LABELS[e] for e in engines]
+    best = next((e for e in ("tvm_shufflenet_tuned", "tvm_shufflenet") if e in engines), None)
+    if best:
+        header.append(f"{LABELS[best]} / fastest f32 peer")
     rows = []
     for r in records:
         row = [r["model"]]
@@ -246,6 +286,11 @@ def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
                 row.append(f"{d['median_ms']:.2f} ms")
             else:
                 row.append(f"{d['median_ms']:.2f} ms ({d['ratio_vs_onnxruntime']:.2f}x)")
+        if best:
+            d = r["engines"].get(best, {})
+            ratio = d.get("ratio_vs_fastest_peer")
+            peer = LABELS.get(r.get("fastest_peer") or "", "")
+            row.append("-" if ratio is None else f"{ratio:.2f}x ({peer})")
         rows.append(row)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -26,7 +26,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .knobs import GPU_THREADS, Decider, Family, Knob, nearest
+from .knobs import GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of, padded_rows
 
 __all__ = ["ChannelMap", "Passthrough", "Placement", "ConvSpec", "kernel", "KNOBS"]
 
@@ -170,12 +170,18 @@ class ConvSpec:
 
 
 KNOBS = {
-    "pw.co_tile": Knob("pw.co_tile", (1, 2, 3, 4, 5, 6, 8, 12, 16), "output channels per register tile"),
-    "pw.p_tile": Knob("pw.p_tile", (8, 14, 16, 28, 32, 48, 49, 56, 64, 96, 98, 112, 128, 196, 256),
-                      "pixels per tile (a divisor of H*W is used; vectors within it)"),
-    "dw.vec": Knob("dw.vec", (1, 4, 8, 16), "output columns per vector"),
-    "dense.co_tile": Knob("dense.co_tile", (1, 2, 4, 6, 8, 12, 16), "output channels per register tile"),
-    "dense.ow_tile": Knob("dense.ow_tile", (4, 8, 16, 32), "output columns per register tile"),
+    "pw.axis": Knob("pw.axis", "variant", "pointwise: vectors over pixels (`pixels`) or over output channels "
+                    "(`channels`, for maps whose pixel count is no multiple of the vector width: 14x14, 7x7)"),
+    "pw.co_tile": Knob("pw.co_tile", "choice", "pixels: output channels per register tile (divisors of the "
+                       "padded rows, up to 16)"),
+    "pw.p_split": Knob("pw.p_split", "tile", "pixels: H*W split as (tiles, pixels per tile); a tile's pixels are "
+                       "one vector of up to 4 machine vectors"),
+    "pw.c_vectors": Knob("pw.c_vectors", "choice", "channels: channel vectors per register tile (1-4)"),
+    "pw.p_tile": Knob("pw.p_tile", "choice", "channels: pixels per register tile (divisors of H*W up to 16)"),
+    "dw.vec": Knob("dw.vec", "choice", "depthwise: output columns per vector (divisors of the width)"),
+    "dense.co_tile": Knob("dense.co_tile", "choice", "dense: output channels per register tile (up to 16)"),
+    "dense.ow_split": Knob("dense.ow_split", "tile", "dense: output width split as (tiles, columns per tile: up to "
+                           "4 machine vectors)"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -197,67 +203,31 @@ def _act(name: str | None, v: Any, dtype: str = "float32") -> Any:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def vector_width(extent: int, lanes: int) -> int:
     """The widest vector that divides ``extent`` (at most ``lanes``): no ragged tail, no write past a tile."""
-    return max(d for d in _divisors(extent) if d <= max(lanes, 1))
+    return max(divisors(extent, max(lanes, 1)))
 
 
-def pointwise_defaults(spec: ConvSpec, fam: Family) -> tuple[int, int]:
-    """Family defaults for ``pw.co_tile`` and ``pw.p_tile``.
-
-    A register tile of about 16 accumulators, two (nearly) full vectors of pixels by 8 output channels on
-    32-register ISAs (4 on 16-register ones): each weight broadcast feeds two FMAs and each pixel vector 8,
-    and nothing spills. Measured on AVX-512 against a sweep of both knobs, this rule was within 10% of the
-    best tile for 14x14 to 112x112 maps and 2x faster than six channels by seven vectors. Maps whose pixel
-    count has no divisor near a full vector (7x7: 49 = 7 x 7) keep one row of 7-lane vectors by 6 channels,
-    which measured best there.
-    """
-    hw = spec.h * spec.w
-    lanes = fam.vector_lanes
-    co_rows = 8 if fam.vector_registers >= 32 else 4
-    best, best_cost = None, None
-    for p in _divisors(hw):
-        vec = vector_width(p, lanes)
-        if vec * 8 < lanes * 7 or p > 8 * lanes:  # under 7/8 of a vector wastes more than a bigger tile saves
-            continue
-        cost = (abs(p // vec - 2), -p)
-        if best_cost is None or cost < best_cost:
-            best, best_cost = p, cost
-    if best is None:  # e.g. 7x7: the whole map as one row of short vectors
-        best = max(d for d in _divisors(hw) if d <= 8 * lanes)
-        return (6 if fam.vector_registers >= 32 else 4), best
-    return co_rows, best
+def padded_cout(spec: ConvSpec, fam: Family) -> int:
+    """Output rows the kernel computes (weights padded with zero rows; only real channels are stored)."""
+    if fam.gpu or spec.kind == "depthwise":
+        return spec.cout
+    return padded_rows(spec.cout, fam.vector_lanes)
 
 
-def kernel_knobs(spec: ConvSpec, fam: Family, decide: Decider) -> dict[str, int]:
-    """Ask the decider every knob this spec's template uses; returns the decisions."""
-    if fam.gpu:
-        return {"threads": decide(KNOBS["gpu.threads"], 256)}
-    kind = spec.kind
-    if kind == "pointwise":
-        co, p = pointwise_defaults(spec, fam)
-        co = decide(KNOBS["pw.co_tile"], nearest(KNOBS["pw.co_tile"].choices, co))
-        p_want = decide(KNOBS["pw.p_tile"], nearest(KNOBS["pw.p_tile"].choices, p))
-        hw = spec.h * spec.w
-        p = min(_divisors(hw), key=lambda d: (abs(d - p_want), d))  # always a divisor: no ragged tiles
-        return {"co_tile": co, "p_tile": p}
-    if kind == "depthwise":
-        lanes = fam.vector_lanes
-        want = lanes if spec.ow >= lanes else nearest((1, 4, 8, 16), spec.ow)
-        return {"vec": decide(KNOBS["dw.vec"], want)}
-    ow_t = decide(KNOBS["dense.ow_tile"], fam.vector_lanes if spec.ow >= fam.vector_lanes else 4)
-    co_t = decide(KNOBS["dense.co_tile"], 6 if fam.vector_registers >= 32 else 4)
-    return {"co_tile": co_t, "ow_tile": ow_t}
+def variants(spec: ConvSpec, fam: Family) -> list[str]:
+    """The structural variants of ``spec``'s template (each its own design space when tuning)."""
+    if fam.gpu or spec.kind != "pointwise":
+        return ["default"]
+    return ["pixels", "channels"] if spec.groups == 1 else ["pixels"]
 
 
-def padded_cout(spec: ConvSpec, knobs: dict[str, int]) -> int:
-    """Output rows the kernel computes: ``cout`` rounded up to the channel tile (weights padded with zeros)."""
-    t = knobs.get("co_tile", 1)
-    return -(-spec.cout // t) * t
+def default_variant(spec: ConvSpec, fam: Family) -> str:
+    """Channel vectors where pixel vectors would be short (H*W no multiple of the vector width)."""
+    vs = variants(spec, fam)
+    if "channels" in vs and (spec.h * spec.w) % fam.vector_lanes:
+        return "channels"
+    return vs[0]
 
 
 def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, int, int], stride: int, fill: Any,
@@ -292,7 +262,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
     """TE tensors ``(inputs, output)`` of ``spec``; inputs are data, weight, [bias], [residual], passthroughs.
 
     With ``flat``, pointwise kernels see data, residual, passthroughs and output as ``(N, C, H*W)`` (the
-    caller reshapes, which is free) and their weight as ``(Cout, Cin/groups)``; every other kind, and every
+    caller reshapes, which is free) and their weight as ``(Cin/groups, Cout)``; every other kind, and every
     kind without ``flat``, sees ``(N, C, H, W)`` tensors and OIHW weights.
     """
     from tvm import te, tirx
@@ -308,8 +278,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
     inputs = [x]
     if kind == "depthwise":
         wt = te.placeholder((spec.cout, 1, spec.kh, spec.kw), dt, name="weight")
-    elif kind == "pointwise":
-        wt = te.placeholder((cpad, cin_g), dt, name="weight")
+    elif kind == "pointwise":  # (Cin/groups, Cout): a vector of output channels is one contiguous load
+        wt = te.placeholder((cin_g, cpad), dt, name="weight")
     else:
         wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), dt, name="weight")
     inputs.append(wt)
@@ -329,7 +299,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
         k = te.reduce_axis((0, cin_g), name="k")
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
-            lambda n, c, p: te.sum(x[n, src_channel(c, k), p] * wt[c, k], axis=k),
+            lambda n, c, p: te.sum(x[n, src_channel(c, k), p] * wt[k, c], axis=k),
             name="conv",
         )
     else:
@@ -391,6 +361,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True):
 
 
 # ----------------------------------------------------------------------------------------------- schedules
+# Every knob's answer is used only inside the schedule (split factors): under a tuner it is a random variable.
 
 
 def _schedule_placement(sch: Any, lanes: int) -> None:
@@ -404,6 +375,7 @@ def _schedule_placement(sch: Any, lanes: int) -> None:
 
 
 def _vectorize_tail(sch: Any, loop: Any, lanes: int) -> None:
+    """Vectorize a loop whose extent the spec fixes (never one a knob sizes)."""
     extent = int(sch.get(loop).extent)
     vec = vector_width(extent, lanes)
     if vec <= 1:
@@ -415,61 +387,119 @@ def _vectorize_tail(sch: Any, loop: Any, lanes: int) -> None:
     sch.vectorize(vi)
 
 
-def _schedule_pointwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int) -> None:
+def _vectorize_innermost(sch: Any, block: Any, below: Any) -> None:
+    """Vectorize ``block``'s innermost loop under the loop ``below``, if it has one: a sampled factor of 1
+    leaves no loop there, and the loop above it must keep its other blocks."""
+    loops = sch.get_loops(block)
+    at = sch.get(below)
+    idx = next((i for i, lp in enumerate(loops) if sch.get(lp).same_as(at)), None)
+    if idx is not None and idx + 1 < len(loops):
+        sch.vectorize(loops[-1])
+
+
+def _pixels_defaults(spec: ConvSpec, fam: Family, cpad: int) -> tuple[int, list[int]]:
+    """About 16 accumulators on 32-register ISAs (8 channels x 2 vectors), 12 on 16-register ones (6 x 2):
+    each weight broadcast feeds two FMAs and nothing spills (a sweep of both knobs on 8 shapes)."""
+    hw, lanes = spec.h * spec.w, fam.vector_lanes
+    co = 8 if fam.vector_registers >= 32 else 6
+    vec = vector_width(hw, lanes)
+    nv = 2 if (hw // vec) % 2 == 0 else 1
+    return co, [hw // (vec * nv), vec * nv]
+
+
+def _channels_defaults(spec: ConvSpec, fam: Family, cpad: int) -> tuple[int, int]:
+    """One or two channel vectors by up to 7 (16 registers) or 14 pixels: 12-14 accumulators at most."""
+    hw, lanes = spec.h * spec.w, fam.vector_lanes
+    pp = max(divisors(hw, 14 if fam.vector_registers >= 32 else 7))
+    budget = fam.vector_registers - 2
+    cv = max([d for d in divisors(cpad // lanes, 4) if d * pp <= budget] or [1])
+    return cv, pp
+
+
+def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider, variant: str) -> None:
+    lanes = fam.vector_lanes
     conv = sch.get_sblock("conv")
     epi = sch.get_sblock("epilogue" if spec.placement else "out")
     n, c, p, k = sch.get_loops(conv)
-    co, ci = sch.split(c, [None, knobs["co_tile"]])
-    po, pi = sch.split(p, [None, knobs["p_tile"]])
-    pvo, pv = sch.split(pi, [None, vector_width(knobs["p_tile"], lanes)])
-    sch.reorder(n, co, po, k, ci, pvo, pv)
-    outer = sch.fuse(n, co, po)
-    sch.parallel(outer)
-    _finish_register_tile(sch, spec, conv, epi, outer, [ci, pvo], pv, k, lanes)
-
-
-def _finish_register_tile(sch: Any, spec: ConvSpec, conv: Any, epi: Any, at: Any, unrolled: list, vec: Any,
-                          reduce_loop: Any, lanes: int) -> None:
-    """The accumulator tile in registers: epilogue at ``at``, ``unrolled`` loops unrolled, ``vec`` vectorized."""
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(epi, at)
-    for loop in unrolled:
-        sch.unroll(loop)
-    sch.vectorize(vec)
-    init = sch.decompose_reduction(conv, reduce_loop)
-    sch.vectorize(sch.get_loops(init)[-1])
-    _vectorize_tail(sch, sch.get_loops(epi)[-1], lanes)
+    hw = spec.h * spec.w
+    if variant == "channels":
+        cv_d, pp_d = _channels_defaults(spec, fam, cpad)
+        cv = decide.choose(KNOBS["pw.c_vectors"], divisors(cpad // lanes, 4), cv_d)
+        pp = decide.choose(KNOBS["pw.p_tile"], divisors(hw, 16), pp_d)
+        co, cvo, cl = sch.split(c, [None, cv, lanes])
+        po, pi = sch.split(p, [None, pp])
+        sch.reorder(n, co, po, k, pi, cvo, cl)
+        outer = sch.fuse(n, co, po)
+        sch.parallel(outer)
+        sch.set_scope(conv, 0, "local")
+        sch.reverse_compute_at(epi, outer, preserve_unit_loops=True)
+        # accumulators channel-minor, so a channel vector is one register
+        sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
+        sch.unroll(pi)
+        sch.unroll(cvo)
+        sch.vectorize(cl)
+        init = sch.decompose_reduction(conv, k)
+        _vectorize_innermost(sch, init, outer)
+    else:
+        co_d, split_d = _pixels_defaults(spec, fam, cpad)
+        # Register tiles stay small (at most 16 channels x 4 vectors): unrolled bigger ones take LLVM minutes.
+        co_t = decide.choose(KNOBS["pw.co_tile"], divisors(cpad, 16), co_d)
+        factors = decide.tile(sch, p, KNOBS["pw.p_split"], 2, 4 * lanes, split_d)
+        co, ci = sch.split(c, [None, co_t])
+        po, pv = sch.split(p, factors)
+        sch.reorder(n, co, po, k, ci, pv)
+        outer = sch.fuse(n, co, po)
+        sch.parallel(outer)
+        _finish_register_tile(sch, conv, epi, outer, [ci], pv, k, factors[-1])
     if spec.placement:
         _schedule_placement(sch, lanes)
 
 
-def schedule_window(sch: Any, acc: Any, out: Any, pad: Any, ow: int, vec_knob: int, lanes: int) -> int:
-    """Depthwise convs and pools: threads over planes, the padded plane per thread, vectors over columns.
+def _finish_register_tile(sch: Any, conv: Any, epi: Any, at: Any, unrolled: list, vec: Any, reduce_loop: Any,
+                          lanes: Any) -> None:
+    """The accumulator tile in registers: epilogue at ``at``, ``unrolled`` loops unrolled, ``vec`` vectorized
+    (``lanes`` wide: the same factor, possibly a sampled one, splits the epilogue's vectors)."""
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(epi, at, preserve_unit_loops=True)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(vec)
+    init = sch.decompose_reduction(conv, reduce_loop)
+    _vectorize_innermost(sch, init, at)
+    loops = sch.get_loops(epi)
+    if not sch.get(loops[-1]).same_as(sch.get(at)):
+        _, ev = sch.split(loops[-1], [None, lanes])
+        sch.vectorize(ev)
 
-    ``acc`` is the reduction over the window (kept in registers), ``out`` its epilogue; returns the vector width.
-    """
+
+def schedule_window(sch: Any, acc: Any, out: Any, pad: Any, vec: Any, lanes: int) -> None:
+    """Depthwise convs and pools: threads over planes, the padded plane per thread, ``vec`` output columns
+    per vector (a divisor of the output width). ``acc`` is the window reduction (in registers), ``out`` its
+    epilogue."""
     n, c, i, j, rh, rw = sch.get_loops(acc)
-    vec = vector_width(ow, vec_knob)
     jo, ji = sch.split(j, [None, vec])
     sch.reorder(n, c, i, jo, rh, rw, ji)
     outer = sch.fuse(n, c)
     sch.parallel(outer)
-    sch.compute_at(pad, outer)
+    sch.compute_at(pad, outer, preserve_unit_loops=True)
     _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
     sch.set_scope(acc, 0, "local")
-    sch.reverse_compute_at(out, jo)
+    sch.reverse_compute_at(out, jo, preserve_unit_loops=True)
     sch.unroll(rh)
     sch.unroll(rw)
-    if vec > 1:
-        sch.vectorize(ji)
+    sch.vectorize(ji)
     init = sch.decompose_reduction(acc, rh)
-    if vec > 1:
-        sch.vectorize(sch.get_loops(init)[-1])
-        sch.vectorize(sch.get_loops(out)[-1])
-    return vec
+    _vectorize_innermost(sch, init, jo)
+    _vectorize_innermost(sch, out, jo)
 
 
-def schedule_gpu_outputs(sch: Any, out: Any, acc: Any, threads: int) -> None:
+def window_vec(decide: Decider, knob: Knob, ow: int, lanes: int) -> Any:
+    """The ``dw.vec`` / ``pool.vec`` decision: a divisor of the output width, at most one vector."""
+    cands = divisors(ow, lanes)
+    return decide.choose(knob, cands, max(cands))
+
+
+def schedule_gpu_outputs(sch: Any, out: Any, acc: Any, threads: Any) -> None:
     """CUDA: one thread per output element, ``threads`` per block, the reduction in a register."""
     fused = sch.fuse(*sch.get_loops(out))
     bx, tx = sch.split(fused, [None, threads])
@@ -479,36 +509,43 @@ def schedule_gpu_outputs(sch: Any, out: Any, acc: Any, threads: int) -> None:
     sch.compute_at(acc, tx)
 
 
-def _schedule_depthwise(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int) -> None:
+def gpu_threads(decide: Decider) -> Any:
+    return decide.choose(GPU_THREADS, list(GPU_THREAD_CHOICES), 256)
+
+
+def _schedule_depthwise(sch: Any, spec: ConvSpec, fam: Family, decide: Decider) -> None:
     epi = sch.get_sblock("epilogue" if spec.placement else "out")
-    schedule_window(sch, sch.get_sblock("conv"), epi, sch.get_sblock("pad"), spec.ow, knobs["vec"], lanes)
+    vec = window_vec(decide, KNOBS["dw.vec"], spec.ow, fam.vector_lanes)
+    schedule_window(sch, sch.get_sblock("conv"), epi, sch.get_sblock("pad"), vec, fam.vector_lanes)
     if spec.placement:
-        _schedule_placement(sch, lanes)
+        _schedule_placement(sch, fam.vector_lanes)
 
 
-def _schedule_dense(sch: Any, spec: ConvSpec, knobs: dict[str, int], lanes: int) -> None:
+def _schedule_dense(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider) -> None:
+    lanes = fam.vector_lanes
     conv = sch.get_sblock("conv")
     pad = sch.get_sblock("pad")
     epi = sch.get_sblock("epilogue" if spec.placement else "out")
     n, c, i, j, rc, rh, rw = sch.get_loops(conv)
-    co, ci = sch.split(c, [None, knobs["co_tile"]])
-    ow_t = vector_width(spec.ow, knobs["ow_tile"])
-    jo, ji = sch.split(j, [None, ow_t])
-    vl = vector_width(ow_t, lanes)
-    jvo, jv = sch.split(ji, [None, vl])
-    sch.reorder(n, co, i, jo, rc, rh, rw, ci, jvo, jv)
+    co_t = decide.choose(KNOBS["dense.co_tile"], divisors(cpad, 16), 6 if fam.vector_registers >= 32 else 4)
+    factors = decide.tile(sch, j, KNOBS["dense.ow_split"], 2, 4 * lanes, default_tile(spec.ow, 2, lanes))
+    co, ci = sch.split(c, [None, co_t])
+    jo, jv = sch.split(j, factors)
+    sch.reorder(n, co, i, jo, rc, rh, rw, ci, jv)
     outer = sch.fuse(n, co, i)
     sch.parallel(outer)
     pl = sch.get_loops(pad)
     sch.parallel(sch.fuse(*pl[:2]))
     if spec.stride == 1:  # the phase-split copy reads with a stride: leave it scalar
         _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
-    _finish_register_tile(sch, spec, conv, epi, jo, [rh, rw, ci, jvo], jv, rc, lanes)
+    _finish_register_tile(sch, conv, epi, jo, [rh, rw, ci], jv, rc, factors[-1])
+    if spec.placement:
+        _schedule_placement(sch, lanes)
 
 
-def _schedule_gpu(sch: Any, spec: ConvSpec, knobs: dict[str, int]) -> None:
+def _schedule_gpu(sch: Any, spec: ConvSpec, decide: Decider) -> None:
     """One thread per output element; padding and epilogue inlined, the reduction kept in a register."""
-    threads = knobs["threads"]
+    threads = gpu_threads(decide)
     for name in ("pad", "epilogue"):
         try:
             sch.compute_inline(sch.get_sblock(name))
@@ -517,25 +554,40 @@ def _schedule_gpu(sch: Any, spec: ConvSpec, knobs: dict[str, int]) -> None:
     schedule_gpu_outputs(sch, sch.get_sblock("out"), sch.get_sblock("conv"), threads)
 
 
-def kernel(spec: ConvSpec, target: Any, decide: Decider):
-    """The scheduled ``PrimFunc`` for ``spec`` on ``target``, and the padded output-row count of its weights."""
+def workload(spec: ConvSpec, target: Any):
+    """The unscheduled ``PrimFunc`` of ``spec`` on ``target`` (what a tuner searches schedules for) and its
+    padded output-row count."""
     from tvm import te
-    from tvm.s_tir import Schedule
-
-    from .knobs import family_of
 
     fam = family_of(target)
-    knobs = kernel_knobs(spec, fam, decide)
-    cpad = spec.cout if fam.gpu or spec.kind == "depthwise" else padded_cout(spec, knobs)
+    cpad = padded_cout(spec, fam)
     inputs, out = compute(spec, cpad)
-    func = te.create_prim_func([*inputs, out])
-    sch = Schedule(func)
+    return te.create_prim_func([*inputs, out]), cpad
+
+
+def schedule(sch: Any, spec: ConvSpec, target: Any, decide: Decider) -> dict[str, Any]:
+    """Apply ``spec``'s template to ``sch`` (a schedule of :func:`workload`); returns the concrete decisions."""
+    fam = family_of(target)
+    cpad = padded_cout(spec, fam)
+    variant = decide.variant(KNOBS["pw.axis"] if spec.kind == "pointwise" and not fam.gpu else ONLY_VARIANT,
+                             variants(spec, fam), default_variant(spec, fam))
     if fam.gpu:
-        _schedule_gpu(sch, spec, knobs)
+        _schedule_gpu(sch, spec, decide)
     elif spec.kind == "pointwise":
-        _schedule_pointwise(sch, spec, knobs, fam.vector_lanes)
+        _schedule_pointwise(sch, spec, fam, cpad, decide, variant)
     elif spec.kind == "depthwise":
-        _schedule_depthwise(sch, spec, knobs, fam.vector_lanes)
+        _schedule_depthwise(sch, spec, fam, decide)
     else:
-        _schedule_dense(sch, spec, knobs, fam.vector_lanes)
+        _schedule_dense(sch, spec, fam, cpad, decide)
+    return dict(decide.decisions)
+
+
+
+def kernel(spec: ConvSpec, target: Any, decide: Decider):
+    """``(scheduled PrimFunc, padded output rows, decisions)`` for ``spec`` on ``target``."""
+    from tvm.s_tir import Schedule
+
+    func, cpad = workload(spec, target)
+    sch = Schedule(func)
+    knobs = schedule(sch, spec, target, decide)
     return sch.mod["main"], cpad, knobs

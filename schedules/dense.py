@@ -1,7 +1,7 @@
 """The classifier: ``y = x @ W + b`` (``W`` constant, ``(K, M)``) with an optional activation.
 
-CPU template: a register tile of ``dense.m_tile`` outputs (whole vectors) accumulated over K, tiles spread
-over threads; M is padded to the tile with zero weights. CUDA: one thread per output, ``gpu.threads``.
+CPU template: a register tile of ``dense.m_vectors`` whole output vectors accumulated over K, tiles spread
+over threads; M is padded to whole vectors with zero weights. CUDA: one thread per output, ``gpu.threads``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .knobs import GPU_THREADS, Decider, Knob, family_of
+from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, divisors, family_of, padded_rows
 
-__all__ = ["DenseSpec", "KNOBS", "kernel"]
+__all__ = ["DenseSpec", "KNOBS", "workload", "schedule", "kernel"]
 
 KNOBS = {
-    "dense.m_tile": Knob("dense.m_tile", (8, 16, 32, 48, 64, 96, 128), "outputs per register tile"),
+    "dense.m_vectors": Knob("dense.m_vectors", "choice", "output vectors per register tile (1-8)"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -35,23 +35,19 @@ class DenseSpec:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def padded_m(spec: DenseSpec, tile: int) -> int:
-    return -(-spec.m // tile) * tile
-
-
-def kernel(spec: DenseSpec, target: Any, decide: Decider):
-    """``(PrimFunc, padded M, knobs)``: the weight passed must be ``(K, padded M)``, the bias ``(padded M,)``."""
-    from tvm import te
-    from tvm.s_tir import Schedule
-
-    from .conv2d import _act, schedule_gpu_outputs, vector_width
-
+def padded_m(spec: DenseSpec, target: Any) -> int:
+    """Outputs computed: M padded to whole vectors (zero weights), never stored past M."""
     fam = family_of(target)
-    if fam.gpu:
-        tile = 1
-    else:
-        tile = decide(KNOBS["dense.m_tile"], 4 * fam.vector_lanes)
-    mp = padded_m(spec, tile)
+    return spec.m if fam.gpu else padded_rows(spec.m, fam.vector_lanes)
+
+
+def workload(spec: DenseSpec, target: Any):
+    """``(unscheduled PrimFunc, padded M)``: the weight passed must be ``(K, padded M)``, the bias ``(padded M,)``."""
+    from tvm import te
+
+    from .conv2d import _act
+
+    mp = padded_m(spec, target)
     x = te.placeholder((spec.n, spec.k), spec.dtype, name="data")
     w = te.placeholder((spec.k, mp), spec.dtype, name="weight")
     inputs = [x, w]
@@ -66,27 +62,40 @@ def kernel(spec: DenseSpec, target: Any, decide: Decider):
         return _act(spec.act, v, spec.dtype)
 
     out = te.compute((spec.n, spec.m), epi, name="out")
-    sch = Schedule(te.create_prim_func([*inputs, out]))
+    return te.create_prim_func([*inputs, out]), mp
+
+
+def schedule(sch: Any, spec: DenseSpec, target: Any, decide: Decider) -> dict[str, Any]:
+    """A register tile of whole output vectors accumulated over K, tiles spread over threads."""
+    from .conv2d import _vectorize_innermost, gpu_threads, schedule_gpu_outputs
+
+    fam = family_of(target)
+    decide.variant(ONLY_VARIANT, ["default"], "default")
     accb, outb = sch.get_sblock("acc"), sch.get_sblock("out")
     if fam.gpu:
-        threads = decide(KNOBS["gpu.threads"], 256)
-        schedule_gpu_outputs(sch, outb, accb, threads)
-        return sch.mod["main"], mp, {"threads": threads}
+        schedule_gpu_outputs(sch, outb, accb, gpu_threads(decide))
+        return dict(decide.decisions)
     lanes = fam.vector_lanes
+    mp = padded_m(spec, target)
+    nv = decide.choose(KNOBS["dense.m_vectors"], divisors(mp // lanes, 8), 4)
     i, j, k = sch.get_loops(accb)
-    jo, ji = sch.split(j, [None, tile])
-    vl = vector_width(tile, lanes)
-    jvo, jv = sch.split(ji, [None, vl])
+    jo, jvo, jv = sch.split(j, [None, nv, lanes])
     sch.reorder(jo, i, k, jvo, jv)
     sch.parallel(jo)
     sch.set_scope(accb, 0, "local")
-    sch.reverse_compute_at(outb, i)
+    sch.reverse_compute_at(outb, i, preserve_unit_loops=True)  # the last tile stores only up to M: left scalar (a few hundred floats)
     sch.unroll(jvo)
     sch.vectorize(jv)
     init = sch.decompose_reduction(accb, k)
-    sch.vectorize(sch.get_loops(init)[-1])
-    ol = sch.get_loops(outb)[-1]
-    ov = vector_width(int(sch.get(ol).extent), lanes)
-    if ov > 1:
-        sch.vectorize(ol if ov == int(sch.get(ol).extent) else sch.split(ol, [None, ov])[1])
-    return sch.mod["main"], mp, {"m_tile": tile}
+    _vectorize_innermost(sch, init, i)
+    return dict(decide.decisions)
+
+
+def kernel(spec: DenseSpec, target: Any, decide: Decider):
+    """``(PrimFunc, padded M, knobs)``: the weight passed must be ``(K, padded M)``, the bias ``(padded M,)``."""
+    from tvm.s_tir import Schedule
+
+    func, mp = workload(spec, target)
+    sch = Schedule(func)
+    knobs = schedule(sch, spec, target, decide)
+    return sch.mod["main"], mp, knobs

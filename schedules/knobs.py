@@ -1,29 +1,46 @@
 """Knobs: the named, ranged decisions a schedule template makes, and who makes them.
 
-A template never hard-codes a tile size. It asks ``decide(name, choices, default)``; an untuned build answers
-with the target family's default, a tuning run answers with a sampled decision (``sch.sample_categorical``,
-which MetaSchedule's evolutionary search mutates and its XGBoost cost model ranks), and a tuning record
-answers with what was measured best. This is AutoTVM's template idea on MetaSchedule's machinery.
+A template never hard-codes a tile size. It asks its :class:`Decider` three kinds of question:
+
+- ``variant(knob, candidates, default)``: a structural choice (which axis carries the vectors). Under
+  MetaSchedule each variant is its own design space, so this is always a plain string.
+- ``choose(knob, candidates, default)``: one value out of a list computed for this kernel (every candidate is
+  valid: it divides what it tiles).
+- ``tile(sch, loop, knob, n, max_innermost, default)``: the ``n`` factors of a perfect split of ``loop``.
+
+An untuned build answers with the target family's defaults (:class:`DefaultDecider`), a tuning record with
+what was measured best (:class:`FixedDecider`), and a tuning run with *sampled* decisions
+(:class:`SampledDecider`: ``sch.sample_categorical`` / ``sch.sample_perfect_tile``). Sampled answers are
+random variables that flow straight into the schedule's ``split`` calls, so MetaSchedule can replay a
+template's trace with other decisions, mutate them in its evolutionary search and rank them with its XGBoost
+cost model. This is AutoTVM's template idea on MetaSchedule's machinery. Templates therefore never compute
+Python values from a knob's answer: everything derived from it goes through the schedule.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-__all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider", "SampledDecider"]
+__all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider",
+           "SampledDecider", "ONLY_VARIANT", "divisors", "padded_rows"]
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One tunable decision: ``name`` (unique within a template), the ``choices`` a tuner may pick from."""
+    """One tunable decision: ``name`` (unique within a template), its ``kind`` (``variant``, ``choice``,
+    ``tile``) and what it means. The candidate values are computed per kernel (see each template)."""
 
     name: str
-    choices: tuple[Any, ...]
-    doc: str = ""
+    kind: str
+    doc: str
 
 
-GPU_THREADS = Knob("gpu.threads", (32, 64, 128, 256, 512, 1024), "threads per block (every CUDA template)")
+GPU_THREADS = Knob("gpu.threads", "choice", "threads per block (every CUDA template): 32-1024")
+GPU_THREAD_CHOICES = (32, 64, 128, 256, 512, 1024)
+
+ONLY_VARIANT = Knob("variant", "variant", "the structural variant of a template that has one")
 
 
 @dataclass(frozen=True)
@@ -37,7 +54,7 @@ class Family:
     threads: int = 0  # CPU worker threads the defaults assume (0: the runtime's choice)
 
 
-_FAMILIES = {
+FAMILIES = {
     "x86-avx512": Family("x86-avx512", 16, 32),
     "x86-avx2": Family("x86-avx2", 8, 16),
     "x86": Family("x86", 4, 16),
@@ -45,6 +62,7 @@ _FAMILIES = {
     "arm-neon32": Family("arm-neon32", 4, 16),
     "cuda": Family("cuda", 1, 0, gpu=True),
 }
+_FAMILIES = FAMILIES
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "sapphirerapids", "tigerlake",
                 "znver4", "znver5", "graniterapids", "emeraldrapids", "rocketlake", "alderlake-avx512")
@@ -71,56 +89,132 @@ def family_of(target: Any) -> Family:
     return _FAMILIES["x86"]
 
 
+def divisors(n: int, at_most: int | None = None) -> list[int]:
+    """Divisors of ``n`` (at most ``at_most``), ascending."""
+    top = n if at_most is None else min(n, at_most)
+    return [d for d in range(1, top + 1) if n % d == 0]
+
+
+def padded_rows(rows: int, lanes: int) -> int:
+    """Output rows a kernel computes: ``rows`` rounded up so that many tiles divide them.
+
+    A multiple of the vector width (channel vectors need whole vectors), and among multiples of 1-4 vectors
+    that waste at most 7%, the one whose vector count has the most divisors up to 4 (more tile shapes for the
+    tuner). Padded rows have zero weights (free: weights are constants) and are never stored.
+    """
+    lanes = max(lanes, 1)
+    best, best_score = None, None
+    for m in (1, 2, 3, 4):
+        step = lanes * m
+        cand = -(-rows // step) * step
+        if best is not None and cand > rows * 1.07:
+            continue
+        score = (len(divisors(cand // lanes, 4)), -cand)
+        if best is None or score > best_score:
+            best, best_score = cand, score
+    return best
+
+
 class Decider:
-    """Answers a template's questions. Subclasses choose how; every answer is recorded in ``decisions``."""
+    """Answers a template's questions. Subclasses choose how; concrete answers are kept in ``decisions``."""
 
     def __init__(self) -> None:
         self.decisions: dict[str, Any] = {}
 
-    def __call__(self, knob: Knob, default: Any) -> Any:
-        value = self._decide(knob, default)
-        if value not in knob.choices:
-            raise ValueError(f"knob {knob.name}: {value!r} is not one of {knob.choices}")
+    def variant(self, knob: Knob, candidates: Sequence[str], default: str) -> str:
+        value = self._variant(knob, list(candidates), default)
         self.decisions[knob.name] = value
         return value
 
-    def _decide(self, knob: Knob, default: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def choose(self, knob: Knob, candidates: Sequence[int], default: int) -> Any:
+        cands = list(candidates)
+        if default not in cands:
+            default = min(cands, key=lambda c: (abs(c - default), c))
+        value = self._choose(knob, cands, default)
+        if isinstance(value, int):
+            self.decisions[knob.name] = value
+        return value
+
+    def tile(self, sch: Any, loop: Any, knob: Knob, n: int, max_innermost: int, default: Sequence[int]) -> list[Any]:
+        extent = int(sch.get(loop).extent)
+        value = self._tile(sch, loop, knob, n, max_innermost, list(default), extent)
+        if all(isinstance(v, int) for v in value):
+            self.decisions[knob.name] = list(value)
+        return value
+
+    # defaults: the family default, validated
+    def _variant(self, knob: Knob, candidates: list[str], default: str) -> str:
+        return default if default in candidates else candidates[0]
+
+    def _choose(self, knob: Knob, candidates: list[int], default: int) -> Any:
+        return default
+
+    def _tile(self, sch: Any, loop: Any, knob: Knob, n: int, max_innermost: int, default: list[int], extent: int) -> list[Any]:
+        return default if _valid_tile(default, n, max_innermost, extent) else default_tile(extent, n, max_innermost)
+
+
+def _valid_tile(factors: Any, n: int, max_innermost: int, extent: int) -> bool:
+    return (isinstance(factors, (list, tuple)) and len(factors) == n and all(isinstance(f, int) and f >= 1 for f in factors)
+            and math.prod(factors) == extent and factors[-1] <= max_innermost)
+
+
+def default_tile(extent: int, n: int, max_innermost: int) -> list[int]:
+    """A perfect split: the widest inner factor allowed, the rest outermost."""
+    inner = max(divisors(extent, max_innermost))
+    return [extent // inner] + [1] * (n - 2) + [inner]
 
 
 class DefaultDecider(Decider):
     """The family default for every knob: what a never-tuned build uses."""
 
-    def _decide(self, knob: Knob, default: Any) -> Any:
-        return default
-
 
 @dataclass
 class FixedDecider(Decider):
-    """Decisions from a tuning record; knobs the record lacks fall back to the default."""
+    """Decisions from a tuning record; knobs the record lacks (or values no longer valid) get the default."""
 
     values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
 
-    def _decide(self, knob: Knob, default: Any) -> Any:
-        return self.values.get(knob.name, default)
+    def _variant(self, knob: Knob, candidates: list[str], default: str) -> str:
+        v = self.values.get(knob.name, default)
+        return v if v in candidates else super()._variant(knob, candidates, default)
+
+    def _choose(self, knob: Knob, candidates: list[int], default: int) -> Any:
+        v = self.values.get(knob.name, default)
+        return v if v in candidates else default
+
+    def _tile(self, sch: Any, loop: Any, knob: Knob, n: int, max_innermost: int, default: list[int], extent: int) -> list[Any]:
+        v = self.values.get(knob.name)
+        if _valid_tile(v, n, max_innermost, extent):
+            return list(v)
+        return super()._tile(sch, loop, knob, n, max_innermost, default, extent)
 
 
 class SampledDecider(Decider):
-    """Decisions sampled in a ``tvm.s_tir.Schedule``, so MetaSchedule can search them (uniform prior)."""
+    """Decisions sampled in a traced ``tvm.s_tir.Schedule``, for MetaSchedule to search.
 
-    def __init__(self, sch: Any) -> None:
+    ``variant`` fixes the structural variant of this design space (each variant's trace has its own sequence of
+    schedule instructions, which is how :func:`tvm_shufflenet.tuning.space.trace_knobs` tells them apart).
+    ``order`` lists the sampled knobs in trace order.
+    """
+
+    def __init__(self, sch: Any, variant: str | None = None) -> None:
         super().__init__()
         self.sch = sch
+        self.fixed_variant = variant
+        self.order: list[tuple[str, str, list[Any]]] = []
 
-    def _decide(self, knob: Knob, default: Any) -> Any:
-        n = len(knob.choices)
-        rv = self.sch.sample_categorical(list(range(n)), [1.0 / n] * n)
-        return knob.choices[int(self.sch.get(rv))]
+    def _variant(self, knob: Knob, candidates: list[str], default: str) -> str:
+        return self.fixed_variant if self.fixed_variant in candidates else super()._variant(knob, candidates, default)
 
+    def _choose(self, knob: Knob, candidates: list[int], default: int) -> Any:
+        if len(candidates) == 1:  # nothing to search: no instruction in the trace
+            return candidates[0]
+        self.order.append((knob.name, "choice", candidates))
+        return self.sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates))
 
-def nearest(choices: Sequence[int], want: int) -> int:
-    """The choice closest to ``want`` (ties to the smaller)."""
-    return min(choices, key=lambda c: (abs(c - want), c))
+    def _tile(self, sch: Any, loop: Any, knob: Knob, n: int, max_innermost: int, default: list[int], extent: int) -> list[Any]:
+        self.order.append((knob.name, "tile", []))
+        return list(self.sch.sample_perfect_tile(loop, n=n, max_innermost_factor=max_innermost))

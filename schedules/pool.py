@@ -9,13 +9,13 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .conv2d import padded_window, schedule_gpu_outputs, schedule_window
-from .knobs import GPU_THREADS, Decider, Knob, family_of, nearest
+from .conv2d import gpu_threads, padded_window, schedule_gpu_outputs, schedule_window, window_vec
+from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, family_of
 
-__all__ = ["PoolSpec", "KNOBS", "kernel"]
+__all__ = ["PoolSpec", "KNOBS", "workload", "schedule", "kernel"]
 
 KNOBS = {
-    "pool.vec": Knob("pool.vec", (1, 4, 8, 16), "output columns per vector"),
+    "pool.vec": Knob("pool.vec", "choice", "output columns per vector (divisors of the output width)"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -91,26 +91,37 @@ def compute(spec: PoolSpec):
     return [x], out
 
 
-def kernel(spec: PoolSpec, target: Any, decide: Decider):
-    """The scheduled ``PrimFunc`` of ``spec`` on ``target`` and the knob decisions."""
+def workload(spec: PoolSpec, target: Any = None):
+    """The unscheduled ``PrimFunc`` of ``spec``."""
     from tvm import te
-    from tvm.s_tir import Schedule
 
-    fam = family_of(target)
     inputs, out = compute(spec)
-    sch = Schedule(te.create_prim_func([*inputs, out]))
+    return te.create_prim_func([*inputs, out])
+
+
+def schedule(sch: Any, spec: PoolSpec, target: Any, decide: Decider) -> dict[str, Any]:
+    """Apply the pooling template to ``sch`` (a schedule of :func:`workload`); returns the decisions."""
+    fam = family_of(target)
+    decide.variant(ONLY_VARIANT, ["default"], "default")
     pool, outb = sch.get_sblock("pool"), sch.get_sblock("out")
     if fam.gpu:
-        threads = decide(KNOBS["gpu.threads"], 256)
+        threads = gpu_threads(decide)
         if spec.kind != "global_avg":
             sch.compute_inline(sch.get_sblock("pad"))
         schedule_gpu_outputs(sch, outb, pool, threads)
-        return sch.mod["main"], {"threads": threads}
-    if spec.kind == "global_avg":
+    elif spec.kind == "global_avg":
         sch.parallel(sch.fuse(*sch.get_loops(pool)[:2]))
         sch.reverse_compute_at(outb, sch.get_loops(pool)[0])
-        return sch.mod["main"], {}
-    lanes = fam.vector_lanes
-    want = decide(KNOBS["pool.vec"], lanes if spec.ow >= lanes else nearest((1, 4, 8, 16), spec.ow))
-    vec = schedule_window(sch, pool, outb, sch.get_sblock("pad"), spec.ow, want, lanes)
-    return sch.mod["main"], {"vec": vec}
+    else:
+        vec = window_vec(decide, KNOBS["pool.vec"], spec.ow, fam.vector_lanes)
+        schedule_window(sch, pool, outb, sch.get_sblock("pad"), vec, fam.vector_lanes)
+    return dict(decide.decisions)
+
+
+def kernel(spec: PoolSpec, target: Any, decide: Decider):
+    """The scheduled ``PrimFunc`` of ``spec`` on ``target`` and the knob decisions."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(workload(spec, target))
+    knobs = schedule(sch, spec, target, decide)
+    return sch.mod["main"], knobs

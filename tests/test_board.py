@@ -141,3 +141,18 @@ def test_profile_on_the_emulated_board(farm, tmp_path, capsys):
     cats = {k["category"] for k in data["kernels"]}
     assert {"pointwise_conv", "depthwise_conv"} <= cats and "data_movement" not in cats
     assert all(k["time_ms"] > 0 for k in data["kernels"])
+
+
+def test_tune_over_rpc_on_the_emulated_board(farm, tmp_path, capsys):
+    """Machinery only: candidates cross-built here, measured on the board, the best checked there too."""
+    tracker, key, _ = farm
+    work = tmp_path / "work"
+    args = ["tune", "shufflenet_v2_x0_5", "--target", "rpi4", "--input-size", "32", "--trials", "8", "--per-iter", "4",
+            "--max-kernels", "2", "--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", key, "--work-dir", str(work)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "emulated board" in printed and "2 kernels" in printed
+    log = json.loads((work / "emulated-log.json").read_text())  # never into tuning_logs/: qemu timings
+    assert log["target_key"] == "rpi4-cortex-a72" and log["family"] == "arm-neon64"
+    assert len(log["measured"]) == 2 and "mismatched" not in printed.replace("0 mismatched", "")
+    assert log["made_by"]["machine"].startswith("board ")

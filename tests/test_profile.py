@@ -36,8 +36,10 @@ def test_profile_json(tmp_path, capsys):
     assert "pointwise_conv" in printed and "2 threads" in printed
 
 
-def test_compare_engines(tmp_path, capsys):
+def test_compare_engines(tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("TVM_SHUFFLENET_TUNING_LOGS", str(tmp_path / "no-logs"))  # the engine workers inherit it
     out, png = tmp_path / "c.json", tmp_path / "c.png"
     args = ["compare", "shufflenet_v2_x0_5", "--input-size", "64", "--repeat", "4", "--warmup", "1", "-o", str(out),
             "--plot", str(png), "--markdown"]
@@ -46,10 +48,12 @@ def test_compare_engines(tmp_path, capsys):
     eng = rec["engines"]
     assert rec["threads"] == 2 and rec["input_shape"] == [1, 3, 64, 64]
     assert eng["tvm_shufflenet_tuned"]["available"] is False and "tuning log" in eng["tvm_shufflenet_tuned"]["note"]
-    for name in ("tvm_shufflenet", "tvm_stock", "onnxruntime", "pytorch"):
+    for name in ("tvm_shufflenet", "tvm_stock", "onnxruntime", "openvino", "pytorch"):
         assert eng[name]["available"] and eng[name]["median_ms"] > 0 and eng[name]["ratio_vs_onnxruntime"] > 0
-        assert eng[name]["max_err_vs_pytorch"] < 1e-4, name  # same weights, same input: the same function
+        assert eng[name]["max_err_vs_pytorch"] < 1e-4, name  # same weights, same input: the same function (f32)
     assert eng["onnxruntime"]["ratio_vs_onnxruntime"] == 1.0
+    assert rec["fastest_peer"] in ("onnxruntime", "openvino") and eng[rec["fastest_peer"]]["ratio_vs_fastest_peer"] == 1.0
+    assert rec["tuning_log"]["how"] == "none"
     assert png.stat().st_size > 1000
     assert "| shufflenet_v2_x0_5 |" in capsys.readouterr().out
     assert main(args) == 0

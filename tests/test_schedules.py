@@ -22,7 +22,8 @@ def torch_conv(spec: ConvSpec, x, w, b, res, passes):
     flat = spec.kind == "pointwise"
     xin = torch.from_numpy(x).reshape(spec.n, spec.cin_src, spec.h, spec.w)
     xin = xin[:, (spec.in_map or ChannelMap.identity(spec.cin)).table(spec.cin)]
-    wt = torch.from_numpy(w[: spec.cout]).reshape(spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)
+    w = w[:, : spec.cout].T if flat else w[: spec.cout]
+    wt = torch.from_numpy(np.ascontiguousarray(w)).reshape(spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)
     y = torch.nn.functional.conv2d(xin, wt, torch.from_numpy(b[: spec.cout]), spec.stride, spec.pad[0], 1, spec.groups)
     y = ACTS[spec.act](y)
     if res is not None:
@@ -47,10 +48,13 @@ def run_conv(spec: ConvSpec, target=HOST, decider=None):
     sp = (spec.h * spec.w,) if flat else (spec.h, spec.w)
     osp = (spec.h * spec.w,) if flat else (spec.oh, spec.ow)
     x = rng.standard_normal((spec.n, spec.cin_src, *sp)).astype("float32")
-    wshape = {"pointwise": (cpad, spec.cin // spec.groups), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
+    wshape = {"pointwise": (spec.cin // spec.groups, cpad), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
         spec.kind, (cpad, spec.cin // spec.groups, spec.kh, spec.kw))
     w = rng.standard_normal(wshape).astype("float32")
-    w[spec.cout:] = 0
+    if flat:
+        w[:, spec.cout:] = 0
+    else:
+        w[spec.cout:] = 0
     b = rng.standard_normal(cpad).astype("float32")
     res = rng.standard_normal((spec.n, spec.cout, *osp)).astype("float32") if spec.residual else None
     passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
@@ -87,11 +91,21 @@ def test_conv_template_matches_pytorch(case):
     assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
 
 
-@pytest.mark.parametrize("co_tile,p_tile", [(1, 8), (4, 28), (5, 256), (16, 196)])
-def test_pointwise_every_knob_value_is_correct(co_tile, p_tile):
-    spec = CASES["pointwise 58->58 28x28 relu"]
-    got, want, knobs = run_conv(spec, decider=FixedDecider({"pw.co_tile": co_tile, "pw.p_tile": p_tile}))
-    assert knobs["co_tile"] == co_tile and 784 % knobs["p_tile"] == 0 and abs(knobs["p_tile"] - p_tile) <= p_tile
+@pytest.mark.parametrize("values", [
+    {"pw.axis": "pixels", "pw.co_tile": 1, "pw.p_split": [98, 8]},
+    {"pw.axis": "pixels", "pw.co_tile": 4, "pw.p_split": [7, 112]},  # past 4 vectors: the default split
+    {"pw.axis": "pixels", "pw.co_tile": 16, "pw.p_split": [28, 28]},
+    {"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 7},
+    {"pw.axis": "channels", "pw.c_vectors": 2, "pw.p_tile": 16},
+])
+def test_pointwise_knob_values_are_correct(values):
+    """Every variant and tile of the pointwise template computes the same conv; invalid values fall back."""
+    spec = ConvSpec(1, 58, 58, 28, 28, 60, 1, 1, act="relu")  # 60 rows: padded to whole vectors
+    got, want, knobs = run_conv(spec, decider=FixedDecider(dict(values)))
+    assert knobs["pw.axis"] == values["pw.axis"]
+    for name, v in values.items():
+        if name != "pw.p_split" or v[-1] <= 4 * family_of(HOST).vector_lanes:
+            assert knobs[name] == v, name
     assert np.abs(got - want).max() <= 1e-4 * np.ptp(want)
 
 
@@ -142,20 +156,20 @@ def test_families_and_every_template_builds(target, family, lanes):
 
 
 def test_knobs_are_searchable():
-    """A tuner samples knob values inside a schedule; every sampled decision lies in the knob's range."""
-    from tvm import te
+    """Under a tuner every knob is a sampled decision (a random variable), and the schedule still builds."""
     from tvm.s_tir import Schedule
 
-    x = te.placeholder((4,), name="x")
-    sch = Schedule(te.create_prim_func([x, te.compute((4,), lambda i: x[i] + 1, name="y")]))
-    decider = SampledDecider(sch)
     spec = CASES["pointwise 58->58 28x28 relu"]
-    knobs = conv2d.kernel_knobs(spec, family_of(HOST), decider)
-    for name, value in decider.decisions.items():
-        assert value in conv2d.KNOBS[name].choices
-    assert set(knobs) == {"co_tile", "p_tile"}
+    func, _ = conv2d.workload(spec, HOST)
+    for variant in conv2d.variants(spec, family_of(HOST)):
+        sch = Schedule(func, seed=7)
+        decider = SampledDecider(sch, variant)
+        conv2d.schedule(sch, spec, HOST, decider)
+        kinds = [i.kind.name for i in sch.trace.insts]
+        assert {"SampleCategorical", "SamplePerfectTile"} & set(kinds), variant
+        assert [name for name, _, _ in decider.order] and tvm.compile(sch.mod, target=HOST) is not None
     for knob in [*conv2d.KNOBS.values(), *pool.KNOBS.values(), *dense.KNOBS.values()]:
-        assert knob.name and len(knob.choices) >= 2 and knob.doc
+        assert knob.name and knob.kind in ("variant", "choice", "tile") and knob.doc
 
 
 def test_tuning_log_is_applied(tmp_path, monkeypatch):
@@ -170,17 +184,18 @@ def test_tuning_log_is_applied(tmp_path, monkeypatch):
     lowered = lower(src.mod, spec.tvm_target())
     kernels = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
                for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
-    key = next(k for k, v in kernels.items() if k.startswith("conv2d:") and "co_tile" in v and json.loads(k[7:])["kh"] == 1)
+    key = next(k for k, v in kernels.items() if k.startswith("conv2d:") and v.get("pw.axis") == "pixels")
     monkeypatch.setenv("TVM_SHUFFLENET_TUNING_LOGS", str(tmp_path))
-    (tmp_path / f"{spec.key}.json").write_text(json.dumps({"target_key": spec.key, "kernels": {key: {"pw.co_tile": 2, "pw.p_tile": 16}}}))
+    record_knobs = {"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 4}
+    (tmp_path / f"{spec.key}.json").write_text(json.dumps({"target_key": spec.key, "kernels": {key: record_knobs}}))
     tuned = lower(src.mod, spec.tvm_target(), decide=__import__("tvm_shufflenet.compiler.tuning", fromlist=["x"]).decider_factory(
         json.loads((tmp_path / f"{spec.key}.json").read_text())))
     after = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
              for f in tuned.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
-    assert after[key]["co_tile"] == 2 and after[key]["p_tile"] == 16
+    assert after[key] == record_knobs
     lib = tmp_path / "tuned.so"
     record = build("shufflenet_v2_x0_5", "host", lib, input_size=64)
-    assert record["tuning_log"] == f"{spec.key}.json"
+    assert record["tuning_log"]["file"] == f"{spec.key}.json" and record["tuning_log"]["how"] == "exact"
     model = load(lib)
     assert model(np.zeros((1, 3, 64, 64), "float32")).shape == (1, 1000)
     del Graph

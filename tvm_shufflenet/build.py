@@ -109,6 +109,14 @@ def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet", 
     return compile_module(src.mod, spec.tvm_target(), pipeline, decider_factory(tuning_log))
 
 
+def applied_log(spec: TargetSpec, tuning: str | os.PathLike | None = "auto"):
+    """The tuning log a build for ``spec`` applies (:func:`compiler.tuning.find_log`)."""
+    from .compiler.tuning import find_log
+    from .schedules.knobs import family_of
+
+    return find_log(spec.key, family_of(spec.tvm_target()).name, tuning)
+
+
 def export(executable, spec: TargetSpec, output: Path, record: dict[str, Any]) -> str:
     """Steps 3 and 4: link the library (cross compiling when needed) with ``record`` embedded; seal it.
 
@@ -144,13 +152,14 @@ def build(
     num_classes: int = 1000,
     cuda_arch: str | None = None,
     pipeline: str = "shufflenet",
-    tuning: str = "auto",
+    tuning: str | os.PathLike = "auto",
 ) -> dict[str, Any]:
     """Compile ``source`` (zoo name or ``.onnx``) for ``target`` into the library ``output`` (``.so``).
 
     ``pipeline``: ``shufflenet`` (this project's passes and schedule templates) or ``stock`` (``tvm.compile``'s
-    default, for comparison). ``tuning``: ``auto`` applies ``tuning_logs/<target key>.json`` when it exists,
-    ``none`` builds with the templates' defaults. Returns the metadata record embedded in the library.
+    default, for comparison). ``tuning``: ``auto`` applies ``tuning_logs/<target key>.json``, else a log of the
+    same template family; ``none`` builds with the templates' defaults; a path applies that log. Returns the
+    metadata record embedded in the library (``tuning_log`` says which log was applied and how).
     """
     import tvm
 
@@ -162,10 +171,8 @@ def build(
     started = time.perf_counter()
     src = load_source(source, weights=weights, seed=seed, batch=batch, input_size=input_size, num_classes=num_classes)
     complexity = count(src.mod)
-    from .compiler.tuning import load_log, log_path
-
-    log = load_log(spec.key) if tuning == "auto" and pipeline == "shufflenet" else None
-    executable = compile_source(src, spec, pipeline, log)
+    applied = applied_log(spec, tuning if pipeline == "shufflenet" else "none")
+    executable = compile_source(src, spec, pipeline, applied.log)
     size = src.input_shape[-1]
     record: dict[str, Any] = {
         "format": 1,
@@ -181,7 +188,7 @@ def build(
         "target_key": spec.key,
         "elf_machine": spec.elf_machine,
         "pipeline": pipeline,
-        "tuning_log": log_path(spec.key).name if log else None,
+        "tuning_log": applied.to_json(),
         "weights": {"source": src.weights_source, "sha256": src.weights_sha256},
         "mflops": round(complexity.mflops, 3),
         "params": complexity.params,

@@ -71,14 +71,36 @@ def cmd_compile(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         cuda_arch=args.cuda_arch,
         pipeline=args.pipeline,
+        tuning=tuning_choice(args),
     )
     size = Path(args.output).stat().st_size / 2**20
     print(
         f"{args.output}: {record['model']} for {record['target_key']} ({record['elf_machine']}), input "
         f"{tuple(record['input_shape'])}, {record['mflops']:.1f} MFLOPs, {size:.1f} MiB, "
-        f"weights {record['weights']['source']}, built in {time.perf_counter() - started:.1f} s"
+        f"weights {record['weights']['source']}, tuning log {_log_text(record.get('tuning_log'))}, "
+        f"built in {time.perf_counter() - started:.1f} s"
     )
     return 0
+
+
+def _log_text(applied: dict | str | None) -> str:
+    if not applied or not isinstance(applied, dict) or applied.get("how") == "none":
+        return "none (template defaults)"
+    return f"{applied['file']} ({applied['how']}, {applied['kernels']} kernels)"
+
+
+def tuning_choice(args: argparse.Namespace) -> str:
+    """``--tuning-log PATH`` / ``--no-tuning-log`` -> what ``build(tuning=...)`` takes."""
+    if getattr(args, "no_tuning_log", False):
+        return "none"
+    return getattr(args, "tuning_log", None) or "auto"
+
+
+def add_tuning_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tuning-log", help="apply this tuning log (default: tuning_logs/<target key>.json, else a log of "
+                                        "the same template family)")
+    g.add_argument("--no-tuning-log", action="store_true", help="build with the templates' default knobs")
 
 
 def _latency_line(samples: list[float]) -> str:
@@ -302,6 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         build_dir=Path(args.build_dir),
         board_arch=board_arch if address else None,
         pipeline=args.pipeline,
+        tuning=tuning_choice(args),
     )
     records, failures = bench(args.items, args.target, address, cfg, args.output)
     if records:
@@ -328,7 +351,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
     result = profile(args.model, args.target, pipeline=args.pipeline, input_size=args.input_size, weights=args.weights,
-                     address=address, repeat=args.repeat, threads=args.threads, progress=True)
+                     address=address, repeat=args.repeat, threads=args.threads, progress=True, tuning=tuning_choice(args))
     where = "" if address is None else f" on {address}"
     timed = result.timed_total_ms or result.total_ms
     print(f"{result.model} on {result.target}{where} ({result.pipeline} pipeline, {result.threads} threads): "
@@ -350,6 +373,32 @@ def cmd_profile(args: argparse.Namespace) -> int:
         write_json_atomic(Path(args.json), result.to_json())
         print(f"wrote {args.json}")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import TuneConfig, tune
+
+    cfg = TuneConfig(models=args.models, target=args.target, trials=args.trials, space=args.space,
+                     work_dir=Path(args.work_dir) if args.work_dir else None, threads=args.threads,
+                     rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc, input_size=args.input_size,
+                     per_iter=args.per_iter, seed=args.seed, log=Path(args.log) if args.log else None,
+                     export=not args.no_export, max_kernels=args.max_kernels, command="tvm-shufflenet " + " ".join(args.argv))
+    result = tune(cfg)
+    if result.history:
+        from .bench.records import write_json_atomic
+
+        write_json_atomic(result.work_dir / "history.json", {
+            "models": args.models, "target_key": result.target_key, "space": args.space,
+            "history": [{"trials": n, "seconds": round(t, 2), "model_estimate_ms": round(ms, 4)} for n, t, ms in result.history]})
+    print(f"{result.trials_run} trials in {result.seconds / 60:.1f} min; database and logs in {result.work_dir}"
+          + (f"; tuning log {result.log}" if result.log else ""))
+    return 0
+
+
+def cmd_convergence(args: argparse.Namespace) -> int:
+    from .benchmarks import convergence
+
+    return convergence.run(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -398,6 +447,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="the library to write (.so)")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet",
                    help="shufflenet: this project's passes and schedule templates (default); stock: tvm.compile's default")
+    add_tuning_options(p)
     _add_build_options(p)
     p.set_defaults(func=cmd_compile)
 
@@ -466,13 +516,40 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file for compiled models (default seeded)")
     p.add_argument("--build-dir", default="build/bench", help="where compiled libraries are cached")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline for model names (default shufflenet)")
+    add_tuning_options(p)
     p.add_argument("--output", "-o", help="JSON records, rewritten after each model; an existing file is resumed")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="auto-tune the kernels of models for a target with MetaSchedule (locally or on "
+                                    "boards over RPC) and write tuning_logs/<target key>.json",
+                       description="Tune the schedule templates' knobs of every kernel of the given models (deduplicated, "
+                                   "weighted by calls) with MetaSchedule: evolutionary search, XGBoost cost model. The "
+                                   "database in --work-dir is written as measurements arrive: rerun the same command to "
+                                   "resume. The best decision per kernel, checked against the untuned kernel, goes to "
+                                   "the target's tuning log, which compile/bench/profile/compare apply automatically.")
+    p.add_argument("models", nargs="+", help="zoo model names")
+    p.add_argument("--target", "-t", default="host", help="host, or a board preset / triple with --rpc-tracker or --rpc (default host)")
+    p.add_argument("--trials", type=int, default=512, help="measurements in all, over every kernel (default 512)")
+    p.add_argument("--space", choices=["templates", "generic"], default="templates",
+                   help="templates: the knobs of schedules/ (default); generic: MetaSchedule's own space")
+    p.add_argument("--work-dir", help="database and logs (default build/tune/<target key>); rerun to resume")
+    p.add_argument("--threads", type=int, help="threads the kernels run with when measured (default: every CPU here)")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: measure on its boards (every board under the key, in parallel)")
+    p.add_argument("--rpc-key", help="the boards' key at the tracker")
+    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    p.add_argument("--input-size", type=int, help="resolution the kernels are tuned for (default 224)")
+    p.add_argument("--max-kernels", type=int, help="tune only the N heaviest kernels (calls x FLOPs)")
+    p.add_argument("--per-iter", type=int, default=16, help="candidates measured per kernel per round (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search")
+    p.add_argument("--log", help="tuning log to write (default tuning_logs/<target key>.json; merged with what is there)")
+    p.add_argument("--no-export", action="store_true", help="only search; write no tuning log")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("profile", help="per-kernel time of a compiled model, grouped by category (conv kinds, pooling, data movement, ...)")
     p.add_argument("model", help="a model name or an .onnx file")
     p.add_argument("--target", "-t", default="host", help="target to compile for (default host; a board preset with --rpc-*)")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline (default shufflenet)")
+    add_tuning_options(p)
     p.add_argument("--input-size", type=int, help="input resolution (default 224)")
     p.add_argument("--weights", help="weights file (default seeded)")
     p.add_argument("--repeat", type=int, default=5, help="timed samples per kernel (default 5, each at least 20 ms)")
@@ -490,6 +567,13 @@ def make_parser() -> argparse.ArgumentParser:
                        description=_compare.__doc__.split("\n\n")[0])
     _compare.add_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+    from .benchmarks import convergence as _convergence
+
+    p = sub.add_parser("convergence", help="whole-model latency estimate against trials and minutes of tuning runs (plot)",
+                       description=_convergence.__doc__.split("\n\n")[0])
+    _convergence.add_arguments(p)
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("report", help="tables and latency-vs-MFLOPs plots from bench records")
     p.add_argument("results", nargs="+", help="JSON files written by bench -o")
@@ -509,6 +593,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tvm-shufflenet``."""
     args = make_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a tuning log records the command that made it
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError) as exc:

@@ -190,13 +190,17 @@ def profile(
     min_repeat_ms: int = 20,
     threads: int | None = None,
     progress: bool = False,
+    tuning: str = "auto",
 ) -> ProfileResult:
-    """Compile ``source`` for ``target`` with ``pipeline`` and time each kernel (on a board when ``address``)."""
+    """Compile ``source`` for ``target`` with ``pipeline`` and time each kernel (on a board when ``address``).
+
+    ``tuning``: ``auto`` (the target's tuning log, else its family's), ``none`` or a log's path."""
     import tvm
     from tvm import relax
 
-    from .build import load_source
+    from .build import applied_log, load_source
     from .compiler.pipeline import build_lowered, lower
+    from .compiler.tuning import decider_factory
     from .targets import resolve
 
     spec = resolve(target)
@@ -207,7 +211,8 @@ def profile(
         set_threads(threads)  # before compiling: constant folding may start TVM's pool, which cannot grow later
     src = load_source(source, weights=weights, input_size=input_size)
     tgt = spec.tvm_target()
-    lowered = lower(src.mod, tgt, pipeline)
+    applied = applied_log(spec, tuning if pipeline == "shufflenet" else "none")
+    lowered = lower(src.mod, tgt, pipeline, decider_factory(applied.log))
     calls = kernel_calls(lowered)
     ex = build_lowered(lowered, tgt)
     kernels_ex = None

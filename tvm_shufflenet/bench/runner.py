@@ -45,6 +45,7 @@ class BenchConfig:
     build_dir: Path = field(default_factory=lambda: Path("build") / "bench")
     board_arch: str | None = None
     pipeline: str = "shufflenet"
+    tuning: str = "auto"  # "auto" | "none" | a tuning log's path (see build.applied_log)
 
 
 @dataclass
@@ -59,11 +60,17 @@ class Job:
 
 
 def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None, input_size: int | None, seed: int, num_classes: int = 1000) -> Path:
-    from ..build import build
+    import hashlib
+    import json
+
+    from ..build import applied_log, build
     from ..targets import resolve
 
     spec = resolve(target)
-    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}"
+    applied = applied_log(spec, cfg.tuning if cfg.pipeline == "shufflenet" else "none")
+    # a library built under another tuning log is another library
+    tuned = hashlib.sha256(json.dumps(applied.log, sort_keys=True).encode()).hexdigest()[:10] if applied.log else "untuned"
+    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}_{tuned}"
     path = cfg.build_dir / spec.key / f"{tag}.so"
     if path.exists():
         try:
@@ -71,7 +78,8 @@ def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None
             return path
         except UserError:
             path.unlink()
-    build(model, spec, path, weights=weights, seed=seed, input_size=input_size, num_classes=num_classes, pipeline=cfg.pipeline)
+    build(model, spec, path, weights=weights, seed=seed, input_size=input_size, num_classes=num_classes, pipeline=cfg.pipeline,
+          tuning=applied.path or "none")
     return path
 
 
@@ -175,14 +183,9 @@ def _run_local(job: Job, cfg: BenchConfig):
 
 
 def _is_emulated(address: BoardAddress | None) -> bool:
-    from ..rpc import emulate
+    from ..rpc.emulate import is_emulated
 
-    if address is None:
-        return False
-    boards = emulate.running(address.key) if address.key else emulate.running()
-    if address.direct:
-        return any(b.port == address.direct[1] and address.direct[0] in ("127.0.0.1", "localhost") for b in boards)
-    return bool(boards)
+    return is_emulated(address)
 
 
 def bench(

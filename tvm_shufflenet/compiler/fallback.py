@@ -63,13 +63,25 @@ def _parallel_vectorize(sch: Any, blk: Any, lanes: int) -> None:
             sch.parallel(fused)
 
 
-def schedule_fallback(mod: Any, target: Any) -> Any:
-    """Return ``mod`` with every unscheduled PrimFunc given the plain CPU schedule."""
-    from tvm import tirx
-
+def schedule_one(func: Any, target: Any, records: Any = None) -> Any:
+    """``func`` scheduled: by its tuned trace when the tuning log has one, else the plain CPU schedule."""
     from ..schedules.knobs import family_of
 
-    lanes = family_of(target).vector_lanes
+    trace = records.trace_for_fallback(func) if records is not None and hasattr(records, "trace_for_fallback") else None
+    if trace is not None:
+        from ..tuning.space import apply_trace_json
+
+        try:
+            return apply_trace_json(func, trace).with_attr("tirx.is_scheduled", True)
+        except Exception:  # noqa: BLE001 - a trace from another TVM version: the plain schedule
+            pass
+    return _schedule(func, family_of(target).vector_lanes)
+
+
+def schedule_fallback(mod: Any, target: Any, records: Any = None) -> Any:
+    """Return ``mod`` with every unscheduled PrimFunc given its tuned trace or the plain CPU schedule."""
+    from tvm import tirx
+
     updates = {}
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc):
@@ -77,7 +89,7 @@ def schedule_fallback(mod: Any, target: Any) -> Any:
         if func.attrs is not None and "tirx.is_scheduled" in func.attrs.keys():
             continue
         try:
-            updates[gv] = _schedule(func, lanes)
+            updates[gv] = schedule_one(func, target, records)
         except Exception:  # noqa: BLE001 - unschedulable: keep the stock code
             continue
     for gv, func in updates.items():
@@ -85,9 +97,9 @@ def schedule_fallback(mod: Any, target: Any) -> Any:
     return mod
 
 
-def ScheduleFallback(target: Any):  # noqa: N802
+def ScheduleFallback(target: Any, records: Any = None):  # noqa: N802
     """``schedule_fallback`` as a TVM module pass."""
     import tvm
 
-    return tvm.transform.module_pass(lambda mod, _ctx: schedule_fallback(mod, target), opt_level=0,
+    return tvm.transform.module_pass(lambda mod, _ctx: schedule_fallback(mod, target, records), opt_level=0,
                                      name="ScheduleFallback")

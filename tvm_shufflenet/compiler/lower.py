@@ -33,6 +33,25 @@ def _register(bb: Any, func: Any, name: str, template: str, spec_json: str, knob
     return bb.add_func(func, name)
 
 
+def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[Any, int | None, dict[str, Any]]:
+    """``(scheduled PrimFunc, padded rows, decisions)`` of a template kernel: a stored trace (tuned in
+    MetaSchedule's generic space) when the records have one, else the template with the records' knobs."""
+    spec_json = spec.to_json()
+    trace = decide.trace_for(name, spec_json) if hasattr(decide, "trace_for") else None
+    module = {"conv2d": conv2d, "dense": dense, "pool": pool}[name]
+    if trace is not None:
+        from ..tuning.space import apply_trace_json
+
+        made = module.workload(spec, target)
+        func, rows = made if isinstance(made, tuple) else (made, None)
+        try:
+            return apply_trace_json(func, trace), rows, {"trace": True}
+        except Exception:  # noqa: BLE001 - a trace from another TVM version: the template instead
+            pass
+    made = module.kernel(spec, target, decide(name, spec_json))
+    return (made[0], None, made[1]) if len(made) == 2 else made
+
+
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     if a.shape[0] == rows:
         return a
@@ -57,7 +76,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     from tvm import relax
 
     dspec = dense.DenseSpec(spec.n, spec.cin, spec.cout, spec.bias, spec.act)
-    func, mp, knobs = dense.kernel(dspec, target, decide("dense", dspec.to_json()))
+    func, mp, knobs = _kernel("dense", dspec, target, decide)
     w = const_of(args[1]).reshape(spec.cout, spec.cin)
     new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))),
                 relax.const(np.ascontiguousarray(_pad_rows(w, mp).T))]
@@ -73,12 +92,14 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
 
     if _is_gemv(spec):
         return _lower_gemv(bb, target, decide, spec, args)
-    func, cpad, knobs = conv2d.kernel(spec, target, decide("conv2d", spec.to_json()))
+    func, cpad, knobs = _kernel("conv2d", spec, target, decide)
     w = const_of(args[1])
     bias = const_of(args[2]) if spec.bias else None
-    if spec.kind == "pointwise":
-        w = w.reshape(w.shape[0], -1)
-    new_args = [args[0], relax.const(_pad_rows(w, cpad))]
+    if spec.kind == "pointwise":  # the template reads (Cin/groups, Cout): channel vectors are contiguous
+        w = np.ascontiguousarray(_pad_rows(w.reshape(w.shape[0], -1), cpad).T)
+    else:
+        w = _pad_rows(w, cpad)
+    new_args = [args[0], relax.const(w)]
     if bias is not None:
         new_args.append(relax.const(_pad_rows(bias, cpad)))
     new_args += args[3:]
@@ -158,7 +179,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             return _lower_conv(bb, target, decide, spec, [new(a) for a in b.value.args[1].fields])
         if i in dense_plans:
             m = dense_plans[i]
-            func, mp, knobs = dense.kernel(m["spec"], target, decide("dense", m["spec"].to_json()))
+            func, mp, knobs = _kernel("dense", m["spec"], target, decide)
             args = [new(m["x"]), relax.const(np.ascontiguousarray(_pad_rows(m["w"].T, mp).T))]
             if m["bias"] is not None:
                 args.append(relax.const(_pad_rows(m["bias"].astype("float32"), mp)))
@@ -169,7 +190,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
         out_shape = shape_of(b.var)
         pspec = _pool_spec(b.value, out_shape) if out_shape is not None and op_name(b.value) else None
         if pspec is not None:
-            func, knobs = pool.kernel(pspec, target, decide("pool", pspec.to_json()))
+            func, _, knobs = _kernel("pool", pspec, target, decide)
             gv = _register(bb, func, f"{pspec.kind}_pool_{pspec.c}_{pspec.oh}", "pool", pspec.to_json(), knobs)
             return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, "float32"))
         return KEEP

@@ -37,8 +37,11 @@ def graph_passes() -> list[Any]:
             FoldChannelShuffle()]
 
 
-def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None) -> Any:
-    """``mod`` lowered to ``R.call_tir`` of scheduled kernels (before memory planning) by ``pipeline``."""
+def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None,
+          fallback: bool = True) -> Any:
+    """``mod`` lowered to ``R.call_tir`` of scheduled kernels (before memory planning) by ``pipeline``.
+
+    ``fallback=False`` leaves the kernels no template covers unscheduled (what the tuner searches)."""
     import tvm
 
     if pipeline not in PIPELINES:
@@ -52,7 +55,7 @@ def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFa
             + [ApplyTemplates(target, decide)]
             + rp.library_dispatch_passes(target)
             + rp.legalize_passes(target)
-            + ([] if target.kind.name == "cuda" else [ScheduleFallback(target)])
+            + ([ScheduleFallback(target, decide)] if fallback and target.kind.name != "cuda" else [])
         )
     with target:
         return tvm.transform.Sequential(passes)(mod)

@@ -1,19 +1,29 @@
-"""Tuning records: the knob decisions measured best per kernel, applied automatically at compile time.
+"""Tuning records: the decisions measured best per kernel, applied automatically at compile time.
 
-A record file is ``tuning_logs/<target key>.json``: ``{"target_key", "made_by", "kernels": {"<template>:<spec
-json>": {"<knob>": value, ...}}}``. Kernels without a record get the family defaults.
+A log is ``tuning_logs/<target key>.json`` (written by ``tvm-shufflenet tune``)::
+
+    {"target_key", "family", "made_by": {"command", "machine", "trials", "date", "tvm_version", ...},
+     "kernels": {"<template>:<spec json>": {"<knob>": value, ...}},      # template knob values
+     "traces": {"<template>:<spec json>" | "fallback:<hash>": "<trace json>"},  # MetaSchedule's generic space
+     "measured": {"<key>": {"default_us", "tuned_us", "calls", "applied"}}}
+
+:func:`find_log` picks the log for a target: the exact key's, else one of the same template family (an AVX-512
+log serves another AVX-512 CPU: the kernels' specs and the knobs' meaning are the family's), else none.
+Kernels without a record get the family defaults.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..schedules.knobs import DefaultDecider, FixedDecider
 
-__all__ = ["log_dir", "log_path", "load_log", "decider_factory"]
+__all__ = ["log_dir", "log_path", "load_log", "find_log", "AppliedLog", "Records", "decider_factory"]
 
 
 def log_dir() -> Path:
@@ -28,24 +38,90 @@ def log_path(target_key: str) -> Path:
     return log_dir() / f"{target_key}.json"
 
 
-def load_log(target_key: str) -> dict[str, Any] | None:
-    """The tuning record of ``target_key``, or None when there is none."""
-    path = log_path(target_key)
-    if not path.exists():
-        return None
+def _read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); restore it from git or delete it") from None
-    return data if isinstance(data, dict) and isinstance(data.get("kernels"), dict) else None
+        raise UserError(f"tuning log {path} is not valid JSON ({exc}); restore it from git or delete it") from None
+    except OSError as exc:
+        raise UserError(f"cannot read tuning log {path}: {exc.strerror}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("kernels", {}), dict):
+        raise UserError(f"{path} is not a tuning log (no \"kernels\" object); give a file `tvm-shufflenet tune` wrote")
+    return data
 
 
-def decider_factory(log: dict[str, Any] | None):
-    """A ``(template, spec json) -> Decider`` from a tuning record (defaults where it has nothing)."""
-    kernels = (log or {}).get("kernels", {})
+def load_log(target_key: str) -> dict[str, Any] | None:
+    """The tuning log of exactly ``target_key``, or None when there is none."""
+    path = log_path(target_key)
+    return _read(path) if path.exists() else None
 
-    def factory(template: str, spec_json: str):
-        values = kernels.get(f"{template}:{spec_json}")
+
+@dataclass(frozen=True)
+class AppliedLog:
+    """Which log a build applies and how: ``exact`` (its target key), ``family`` (another CPU of the same
+    template family), ``explicit`` (``--tuning-log``) or ``none``."""
+
+    log: dict[str, Any] | None
+    how: str
+    path: Path | None = None
+
+    @property
+    def name(self) -> str | None:
+        return self.path.name if self.path else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.name, "how": self.how, "target_key": (self.log or {}).get("target_key"),
+                "kernels": len((self.log or {}).get("kernels", {})) + len((self.log or {}).get("traces", {}))}
+
+
+def find_log(target_key: str, family: str, tuning: str | os.PathLike | None = "auto") -> AppliedLog:
+    """The log a build for ``target_key`` (template family ``family``) applies.
+
+    ``tuning``: ``"auto"`` (exact key, else same family), ``"none"``, or a path (``--tuning-log``).
+    """
+    if tuning in (None, "none"):
+        return AppliedLog(None, "none")
+    if tuning != "auto":
+        path = Path(tuning)
+        if not path.is_file():
+            raise UserError(f"tuning log {path} does not exist; give a file `tvm-shufflenet tune` wrote, or drop --tuning-log")
+        return AppliedLog(_read(path), "explicit", path)
+    exact = log_path(target_key)
+    if exact.exists():
+        return AppliedLog(_read(exact), "exact", exact)
+    folder = log_dir()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("family") == family and isinstance(data.get("kernels"), dict):
+            return AppliedLog(data, "family", path)
+    return AppliedLog(None, "none")
+
+
+class Records:
+    """A ``(template, spec json) -> Decider`` over a tuning log, which also hands out stored traces."""
+
+    def __init__(self, log: dict[str, Any] | None = None) -> None:
+        self.kernels = (log or {}).get("kernels", {}) or {}
+        self.traces = (log or {}).get("traces", {}) or {}
+
+    def __call__(self, template: str, spec_json: str):
+        values = self.kernels.get(f"{template}:{spec_json}")
         return FixedDecider(dict(values)) if values else DefaultDecider()
 
-    return factory
+    def trace_for(self, template: str, spec_json: str) -> str | None:
+        return self.traces.get(f"{template}:{spec_json}")
+
+    def trace_for_fallback(self, func: Any) -> str | None:
+        if not self.traces:
+            return None
+        from ..tuning.tasks import fallback_key
+
+        return self.traces.get(fallback_key(func))
+
+
+def decider_factory(log: dict[str, Any] | None) -> Records:
+    """The records of ``log`` (defaults where it has nothing)."""
+    return Records(log)

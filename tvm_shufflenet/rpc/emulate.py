@@ -242,3 +242,13 @@ def stop(key: str | None = None) -> int:
             pass
         (_state_dir() / f"{board.key}-{board.port}.json").unlink(missing_ok=True)
     return len(boards)
+
+
+def is_emulated(address) -> bool:
+    """Whether a board address (:class:`~tvm_shufflenet.rpc.board.BoardAddress`) is served by an emulated board."""
+    if address is None:
+        return False
+    boards = running(address.key) if address.key else running()
+    if address.direct:
+        return any(b.port == address.direct[1] and address.direct[0] in ("127.0.0.1", "localhost") for b in boards)
+    return bool(boards)

@@ -1,0 +1,205 @@
+"""Export: the best measured decision per kernel, checked, into ``tuning_logs/<target key>.json``.
+
+For each task the database's best record becomes knob values (template space) or a stored trace (generic
+space, kernels without a template). Before it is written, the tuned kernel and the untuned one run on the same
+random inputs, on this machine or on the board: a tuned kernel whose output differs is dropped, and one that
+is not faster than the template's defaults is not recorded (the defaults stay). The log keeps records of
+kernels this run did not touch, and is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["export_log", "default_kernel", "tuned_kernel", "run_kernels"]
+
+
+def default_kernel(task: Any, target: Any) -> Any:
+    """The kernel an untuned build runs: the template's defaults, or the plain fallback schedule."""
+    from tvm.s_tir import Schedule
+
+    from ..compiler.fallback import schedule_one
+    from ..schedules import DefaultDecider, template
+
+    if task.template is None:
+        return schedule_one(task.workload, target)
+    tpl = template(task.template)
+    sch = Schedule(task.workload)
+    tpl.schedule(sch, tpl.parse(task.spec_json), target, DefaultDecider())
+    return sch.mod["main"]
+
+
+def tuned_kernel(task: Any, target: Any, knobs: dict | None, trace_json: str | None) -> Any:
+    from tvm.s_tir import Schedule
+
+    from ..schedules import FixedDecider, template
+    from .space import apply_trace_json
+
+    if trace_json is not None:
+        return apply_trace_json(task.workload, trace_json)
+    tpl = template(task.template)
+    sch = Schedule(task.workload)
+    tpl.schedule(sch, tpl.parse(task.spec_json), target, FixedDecider(dict(knobs)))
+    return sch.mod["main"]
+
+
+def _param_shapes(func: Any) -> list[tuple[list[int], str]]:
+    import tvm
+
+    shapes = []
+    for p in func.params:
+        ty = p.ty if hasattr(p, "ty") else p.type_annotation
+        if isinstance(ty, tvm.ir.PointerType) or not hasattr(ty, "shape"):
+            raise ValueError("kernel parameters without a static shape")
+        shapes.append(([int(v) for v in ty.shape], str(ty.dtype)))
+    return shapes
+
+
+def run_kernels(funcs: list[Any], spec: Any, session: Any = None, seed: int = 0, repeat: int = 10) -> list[tuple[np.ndarray, float]]:
+    """Each kernel on the same random inputs: ``(output, median seconds)``; on a board when ``session``."""
+    import tempfile
+
+    import tvm
+    from tvm.support import cc
+
+    target = spec.tvm_target()
+    shapes = _param_shapes(funcs[0])
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal(s).astype(d) for s, d in shapes[:-1]]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_check_") as tmp:
+        for i, func in enumerate(funcs):
+            lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+            if session is None:
+                mod, dev = lib.mod, tvm.cpu()
+            else:
+                path = os.path.join(tmp, f"k{i}.so")
+                lib.export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler) if spec.cross_compiler else None)
+                session.upload(path)
+                mod, dev = session.load_module(f"k{i}.so"), session.cpu()
+            args = [tvm.runtime.tensor(a, dev) for a in inputs]
+            out = tvm.runtime.tensor(np.zeros(shapes[-1][0], shapes[-1][1]), dev)
+            mod["main"](*args, out)
+            timer = mod.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=10 if session is None else 0)
+            results.append((out.numpy(), float(np.median(timer(*args, out).results))))
+    return results
+
+
+def _load_raw(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is not valid JSON: restore it from git or delete it before tuning again") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, threads: int,
+               echo: Callable[[str], None] = print, work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the best checked decisions of ``tasks`` into the target's tuning log; returns ``(path, summary)``."""
+    import tvm
+
+    from ..compiler.tuning import log_path
+    from ..schedules import family_of
+    from .space import trace_knobs
+
+    target = spec.tvm_target()
+    path = Path(cfg.log) if cfg.log else log_path(spec.key)
+    log = _load_raw(path)
+    kernels, traces, measured = log.get("kernels", {}), log.get("traces", {}), log.get("measured", {})
+    session = None
+    if address is not None:
+        from ..rpc.board import connect
+
+        session = connect(address, wait_timeout=120)
+    summary: dict[str, Any] = {"kept": 0, "default_faster": 0, "mismatch": 0, "unmeasured": 0}
+    for t in tasks:
+        workload = db.commit_workload(tvm.IRModule({"main": t.workload}))
+        best = db.get_top_k(workload, 1)
+        if not best:
+            summary["unmeasured"] += 1
+            continue
+        trace = best[0].trace
+        knobs = trace_json = None
+        if cfg.space == "templates" and t.template is not None:
+            knobs = trace_knobs(trace, t.template, t.spec_json, target)
+        else:
+            trace_json = tvm.ir.save_json(trace.as_json())
+        (want, t_default), (got, t_tuned) = run_kernels(
+            [default_kernel(t, target), tuned_kernel(t, target, knobs, trace_json)], spec, session)
+        err = float(np.abs(got - want).max()) if want.size else 0.0
+        if not np.isfinite(err) or err > 1e-4 * max(float(np.ptp(want)), 1e-6) + 1e-6:
+            summary["mismatch"] += 1
+            echo(f"      {t.name}: tuned output differs from the untuned kernel (max error {err:.3g}): not recorded")
+            continue
+        entry = {"default_us": round(t_default * 1e6, 2), "tuned_us": round(t_tuned * 1e6, 2), "calls": t.weight,
+                 "models": sorted(t.models)}
+        if t_tuned >= t_default:
+            summary["default_faster"] += 1
+            kernels.pop(t.key, None)
+            traces.pop(t.key, None)
+            measured[t.key] = {**entry, "applied": "default"}
+            continue
+        summary["kept"] += 1
+        if knobs is not None:
+            kernels[t.key] = knobs
+            traces.pop(t.key, None)
+        else:
+            traces[t.key] = trace_json
+            kernels.pop(t.key, None)
+        measured[t.key] = {**entry, "applied": "tuned"}
+    if work_dir is not None:  # this run's kernels, untuned and tuned, beside its database (convergence plots)
+        write_json_atomic(Path(work_dir) / "export.json", {k: measured[k] for k in (t.key for t in tasks) if k in measured})
+    if session is not None:
+        from ..rpc.board import release
+
+        release(session)
+    made_by = {
+        "command": cfg.command or "tvm-shufflenet tune " + " ".join(cfg.models),
+        "machine": _machine(address),
+        "trials": cfg.trials,
+        "space": cfg.space,
+        "threads": threads,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tvm_version": tvm.__version__,
+    }
+    history = [*log.get("history", []), made_by][-20:]
+    write_json_atomic(path, {"target_key": spec.key, "family": family_of(target).name, "made_by": made_by,
+                             "history": history, "kernels": kernels, "traces": traces, "measured": measured})
+    default_ms = sum(v["default_us"] * v["calls"] for k, v in measured.items() if k in {t.key for t in tasks}) / 1e3
+    tuned_ms = sum((v["tuned_us"] if v["applied"] == "tuned" else v["default_us"]) * v["calls"]
+                   for k, v in measured.items() if k in {t.key for t in tasks}) / 1e3
+    summary.update(default_ms=round(default_ms, 3), tuned_ms=round(tuned_ms, 3))
+    echo(f"      {path}: {summary['kept']} kernels tuned, {summary['default_faster']} keep their defaults, "
+         f"{summary['mismatch']} mismatched, {summary['unmeasured']} unmeasured; kernels alone sum to "
+         f"{default_ms:.3f} ms untuned -> {tuned_ms:.3f} ms tuned per inference")
+    return path, summary
+
+
+def _machine(address: Any) -> str:
+    if address is not None:
+        return f"board {address}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs ({platform.machine()})"
