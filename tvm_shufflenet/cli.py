@@ -197,7 +197,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[1/3] compile {args.model} for this CPU (--target host)")
     host_lib = out / f"{args.model}_host.so"
     rec = build(args.model, "host", host_lib, weights=args.weights)
-    print(f"      {host_lib} ({rec['target_key']}, {rec['mflops']:.1f} MFLOPs, built in {rec['build_seconds']} s)")
+    print(f"      {host_lib} ({rec['target_key']}, {rec['mflops']:.1f} MFLOPs, tuning log {_log_text(rec.get('tuning_log'))}, "
+          f"built in {rec['build_seconds']} s)")
     print("[2/3] load it with the TVM runtime and classify a generated picture")
     model = load(host_lib)
     image = out / "demo.png"

@@ -231,7 +231,11 @@ def resolve_board(cfg: TuneConfig) -> Any:
     return BoardAddress.parse(cfg.rpc_tracker, cfg.rpc_key, cfg.rpc)
 
 
-def tune(cfg: TuneConfig, echo: Callable[[str], None] = print) -> TuneResult:
+def _say(text: str) -> None:
+    print(text, flush=True)  # interleaved with the progress bar on stderr, and with logs when redirected
+
+
+def tune(cfg: TuneConfig, echo: Callable[[str], None] = _say) -> TuneResult:
     """Tune the kernels of ``cfg.models`` for ``cfg.target``; export the best decisions as a tuning log."""
     from ..runtime import set_threads
     from ..targets import resolve
