@@ -10,11 +10,14 @@ Kinds and their templates:
 =============  ==================================================  =====================================
 kind           what                                                 CPU template (knobs)
 =============  ==================================================  =====================================
-pointwise      1x1, stride 1, any groups; spatial flattened (3-D)   register-tiled GEMM: ``pw.co_tile``,
-                                                                    ``pw.p_tile``
+pointwise      1x1, stride 1, any groups; spatial flattened (3-D)   register-tiled GEMM, two variants
+                                                                    (``pw.axis``): vectors over pixels
+                                                                    (``pw.co_tile``, ``pw.p_split``) or
+                                                                    over output channels
+                                                                    (``pw.c_vectors``, ``pw.p_tile``)
 depthwise      KxK, one filter per channel                          per-plane stencil: ``dw.vec``
 dense          KxK, any groups (the first conv)                     register-tiled direct conv:
-                                                                    ``dense.co_tile``, ``dense.ow_tile``
+                                                                    ``dense.co_tile``, ``dense.ow_split``
 =============  ==================================================  =====================================
 
 On CUDA every kind uses one template: output elements over ``gpu.threads`` threads per block.
@@ -26,7 +29,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .knobs import GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of, padded_rows
+from .knobs import (GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of,
+                    padded_rows)
 
 __all__ = ["ChannelMap", "Passthrough", "Placement", "ConvSpec", "kernel", "KNOBS"]
 

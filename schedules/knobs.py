@@ -54,7 +54,7 @@ class Family:
     threads: int = 0  # CPU worker threads the defaults assume (0: the runtime's choice)
 
 
-FAMILIES = {
+_FAMILIES = {
     "x86-avx512": Family("x86-avx512", 16, 32),
     "x86-avx2": Family("x86-avx2", 8, 16),
     "x86": Family("x86", 4, 16),
@@ -62,7 +62,6 @@ FAMILIES = {
     "arm-neon32": Family("arm-neon32", 4, 16),
     "cuda": Family("cuda", 1, 0, gpu=True),
 }
-_FAMILIES = FAMILIES
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "sapphirerapids", "tigerlake",
                 "znver4", "znver5", "graniterapids", "emeraldrapids", "rocketlake", "alderlake-avx512")

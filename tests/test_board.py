@@ -156,3 +156,19 @@ def test_tune_over_rpc_on_the_emulated_board(farm, tmp_path, capsys):
     assert log["target_key"] == "rpi4-cortex-a72" and log["family"] == "arm-neon64"
     assert len(log["measured"]) == 2 and "mismatched" not in printed.replace("0 mismatched", "")
     assert log["made_by"]["machine"].startswith("board ")
+
+
+def test_tune_on_a_server_without_tracker(farm, tmp_path):
+    _, key, _ = farm
+    solo = emulate.start(f"{key}-tune", tracker=None, port=_free_port())
+    try:
+        work = tmp_path / "w"
+        args = ["tune", "mobilenet_v1_0_25", "--target", "rpi4", "--input-size", "32", "--trials", "4", "--per-iter", "4",
+                "--max-kernels", "1", "--rpc", f"127.0.0.1:{solo.port}", "--work-dir", str(work), "--no-export"]
+        assert main(args) == 0
+        from tvm_shufflenet.tuning.tuner import open_database
+
+        records = open_database(work).get_all_tuning_records()
+        assert len(records) >= 4 and all(r.run_secs and float(r.run_secs[0]) < 1e9 for r in records)  # none failed
+    finally:
+        emulate.stop(f"{key}-tune")

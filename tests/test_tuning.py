@@ -122,6 +122,11 @@ def test_short_tune_writes_a_log_that_compile_applies(tmp_path, monkeypatch, cap
     assert np.abs(got - want).max() <= 1e-4 * np.ptp(want)
     assert main(["compile", "shufflenet_v2_x0_5", "--input-size", "64", "-o", str(lib), "--no-tuning-log"]) == 0
     assert read_metadata(lib)[1]["tuning_log"]["how"] == "none"
+    # the run's convergence curve: from the untuned kernels' sum down to the tuned one
+    assert main(["convergence", f"templates={work}", "--plot", str(tmp_path / "c.png"), "--json", str(tmp_path / "c.json")]) == 0
+    curve = json.loads((tmp_path / "c.json").read_text())["templates"]
+    assert len(curve["estimate_ms"]) == len(curve["trials"]) >= 8 and (tmp_path / "c.png").stat().st_size > 1000
+    assert curve["final_ms"] <= curve["untuned_ms"] and all(b <= a for a, b in zip(curve["estimate_ms"], curve["estimate_ms"][1:]))
 
 
 def test_an_interrupted_tune_resumes_without_measuring_again(tmp_path):
@@ -168,3 +173,22 @@ def test_random_knob_values_match_pytorch():
             knobs = trace_knobs(sch.trace, "conv2d", spec.to_json(), target)
             got, want, _ = run_conv(spec, decider=FixedDecider(knobs))
             assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), (case, knobs)
+
+
+def test_a_stored_trace_schedules_a_kernel_without_template():
+    """Kernels no template covers are tuned in MetaSchedule's generic space: their trace in a log is applied."""
+    from tvm.s_tir import Schedule as Sch
+
+    from tvm_shufflenet.compiler.fallback import schedule_one
+    from tvm_shufflenet.compiler.tuning import Records, fallback_key
+
+    (task,) = [t for t in extract_tasks(["mobilenet_v3_small"], HOST, input_size=64) if t.template is None][:1]
+    func = task.workload
+    sch = Sch(func)
+    block = sch.get_child_blocks(sch.get_sblock(func.body.block.name_hint))[-1]
+    loops = sch.get_loops(block)
+    sch.parallel(loops[0])
+    records = Records({"traces": {fallback_key(func): tvm.ir.save_json(sch.trace.as_json())}})
+    tuned = schedule_one(func, HOST.tvm_target(), records)
+    assert "T.parallel" in tuned.script()
+    tvm.ir.assert_structural_equal(tuned.without_attr("tirx.is_scheduled"), sch.mod["main"])

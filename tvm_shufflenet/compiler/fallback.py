@@ -69,7 +69,7 @@ def schedule_one(func: Any, target: Any, records: Any = None) -> Any:
 
     trace = records.trace_for_fallback(func) if records is not None and hasattr(records, "trace_for_fallback") else None
     if trace is not None:
-        from ..tuning.space import apply_trace_json
+        from .tuning import apply_trace_json
 
         try:
             return apply_trace_json(func, trace).with_attr("tirx.is_scheduled", True)

@@ -40,7 +40,7 @@ def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[
     trace = decide.trace_for(name, spec_json) if hasattr(decide, "trace_for") else None
     module = {"conv2d": conv2d, "dense": dense, "pool": pool}[name]
     if trace is not None:
-        from ..tuning.space import apply_trace_json
+        from .tuning import apply_trace_json
 
         made = module.workload(spec, target)
         func, rows = made if isinstance(made, tuple) else (made, None)

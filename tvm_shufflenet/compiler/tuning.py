@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import UserError
 from ..schedules.knobs import DefaultDecider, FixedDecider
 
-__all__ = ["log_dir", "log_path", "load_log", "find_log", "AppliedLog", "Records", "decider_factory"]
+__all__ = ["log_dir", "log_path", "load_log", "find_log", "AppliedLog", "Records", "decider_factory", "fallback_key",
+           "apply_trace_json"]
 
 
 def log_dir() -> Path:
@@ -115,13 +116,31 @@ class Records:
         return self.traces.get(f"{template}:{spec_json}")
 
     def trace_for_fallback(self, func: Any) -> str | None:
-        if not self.traces:
-            return None
-        from ..tuning.tasks import fallback_key
-
-        return self.traces.get(fallback_key(func))
+        return self.traces.get(fallback_key(func)) if self.traces else None
 
 
 def decider_factory(log: dict[str, Any] | None) -> Records:
     """The records of ``log`` (defaults where it has nothing)."""
     return Records(log)
+
+
+def fallback_key(func: Any) -> str:
+    """Log key of a kernel without a template: the structural hash of its unscheduled PrimFunc."""
+    from tvm_ffi import structural_hash
+
+    plain = func
+    for attr in ("global_symbol", "tirx.is_scheduled"):
+        if plain.attrs is not None and attr in plain.attrs.keys():
+            plain = plain.without_attr(attr)
+    return f"fallback:{structural_hash(plain) & 0xFFFFFFFFFFFF:012x}"
+
+
+def apply_trace_json(func: Any, trace_json: Any) -> Any:
+    """``func`` scheduled by a trace stored in a tuning log (MetaSchedule's generic space)."""
+    import tvm
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.schedule import Trace
+
+    sch = Schedule(tvm.IRModule({"main": func}))
+    Trace.apply_json_to_schedule(tvm.ir.load_json(trace_json) if isinstance(trace_json, str) else trace_json, sch)
+    return sch.mod["main"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ..compiler.tuning import apply_trace_json
+
 __all__ = ["template_space", "generic_space", "KnobMutator", "trace_knobs", "apply_trace_json"]
 
 
@@ -112,14 +114,3 @@ def trace_knobs(trace: Any, template_name: str, spec_json: str, target: Any) -> 
             values[name] = [int(v) for v in decision] if kind == "tile" else int(inst.attrs[0][int(decision)])
         return values
     raise ValueError(f"a {template_name} trace matches none of its template's variants")
-
-
-def apply_trace_json(func: Any, trace_json: Any) -> Any:
-    """``func`` scheduled by a trace stored in a tuning log (MetaSchedule's generic space)."""
-    import tvm
-    from tvm.s_tir import Schedule
-    from tvm.s_tir.schedule import Trace
-
-    sch = Schedule(tvm.IRModule({"main": func}))
-    Trace.apply_json_to_schedule(tvm.ir.load_json(trace_json) if isinstance(trace_json, str) else trace_json, sch)
-    return sch.mod["main"]

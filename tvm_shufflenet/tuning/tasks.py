@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.tuning import fallback_key
+
 __all__ = ["Task", "extract_tasks", "fallback_key"]
 
 KERNEL_ATTR = "tvm_shufflenet.kernel"
@@ -35,17 +37,6 @@ class Task:
     @property
     def spec_json(self) -> str:
         return self.key.partition(":")[2]
-
-
-def fallback_key(func: Any) -> str:
-    """Key of a kernel without a template: the structural hash of its unscheduled PrimFunc."""
-    from tvm_ffi import structural_hash
-
-    plain = func
-    for attr in ("global_symbol", "tirx.is_scheduled"):
-        if plain.attrs is not None and attr in plain.attrs.keys():
-            plain = plain.without_attr(attr)
-    return f"fallback:{structural_hash(plain) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _estimate_flops(func: Any) -> float:

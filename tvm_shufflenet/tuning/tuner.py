@@ -131,9 +131,11 @@ def _direct_session(host: str, port: int, key: str, timeout: float) -> Callable[
     return create
 
 
-def _synchronous(runner: Any) -> Any:
+def _synchronous(runner: Any, progress: "_Progress") -> Any:
     """``runner`` made to finish its measurements before the search goes on: MetaSchedule otherwise builds and
-    searches the next kernel while this one is being timed, and on a small machine the two share the cores."""
+    searches the next kernel while this one is being timed, and on a small machine the two share the cores.
+    It also moves the progress bar as measurements finish (MetaSchedule reports them to its callbacks only when
+    it next visits the kernel)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture
 
@@ -141,9 +143,43 @@ def _synchronous(runner: Any) -> Any:
     class SynchronousRunner(PyRunner):
         def run(self, runner_inputs: list) -> list:
             results = [f.result() for f in runner.run(runner_inputs)]
+            progress.measured(len(results))
             return [RunnerFuture(f_done=lambda: True, f_result=lambda r=r: r) for r in results]
 
     return SynchronousRunner()
+
+
+def _time_share_scheduler(weights: list[float], progress: "_Progress") -> Any:
+    """A task scheduler that puts trials where the network's time goes, and records every round at once.
+
+    First every kernel gets a round, heaviest first (the tasks come sorted by calls x FLOPs); then the next
+    round goes to the kernel with the largest share of the model's time per trial spent on it so far
+    (calls x best time / trials, as the progress callback saw them). Finished rounds are joined (and so written
+    to the database) before the next starts: MetaSchedule's gradient scheduler holds the first round of every
+    kernel until all of them ran.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
+
+    @derived_object
+    class TimeShareScheduler(PyTaskScheduler):
+        def next_task_id(self) -> int:
+            outer = self._outer()
+            tasks = outer.tasks_
+            for i, t in enumerate(tasks):
+                if not t.is_terminated:
+                    outer.touch_task(i)  # joins a finished round: its records go to the database now
+            live = [i for i, t in enumerate(tasks) if not t.is_terminated]
+            if not live:
+                return -1
+            fresh = [i for i in live if i not in progress.trials]
+            if fresh:
+                progress.trials[fresh[0]] = 0
+                return fresh[0]
+            # a kernel none of whose candidates ran has no time to win back
+            return max(live, key=lambda i: weights[i] * progress.best.get(i, 0.0) / max(progress.trials[i], 1))
+
+    return TimeShareScheduler()
 
 
 def _runner(cfg: TuneConfig, address: Any, evaluator: Any) -> tuple[Any, int]:
@@ -158,7 +194,8 @@ def _runner(cfg: TuneConfig, address: Any, evaluator: Any) -> tuple[Any, int]:
     release(session)
     if address.direct:
         host, port = address.direct
-        config = ms.runner.RPCConfig(tracker_host="direct", tracker_port=0, tracker_key=address.key or "",
+        # no tracker: the session comes from f_create_session; the config only has to be complete
+        config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=address.key or "direct",
                                      session_timeout_sec=cfg.session_timeout)
         return ms.runner.RPCRunner(config, evaluator, max_workers=1,
                                    f_create_session=_direct_session(host, port, address.key or "", cfg.session_timeout)), 1
@@ -177,6 +214,7 @@ class _Progress:
 
         self.tasks = tasks
         self.best: dict[int, float] = {}
+        self.trials: dict[int, int] = {}
         self.started = started
         self.done = done
         self.history = history
@@ -185,24 +223,25 @@ class _Progress:
     def estimate_ms(self) -> float:
         return sum(self.tasks[i].weight * s for i, s in self.best.items()) * 1e3
 
-    def seed(self, i: int, seconds: float) -> None:
-        self.best[i] = seconds
+    def measured(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        self.history.append((self.done, time.perf_counter() - self.started, self.estimate_ms()))
 
     def __call__(self, task_id: int, runner_results: list) -> None:
+        """The results of a kernel's round, as MetaSchedule hands them over: best time, GFLOP/s, estimate."""
         t = self.tasks[task_id]
+        self.trials[task_id] = self.trials.get(task_id, 0) + len(runner_results)
         for r in runner_results:
             if r.run_secs and not r.error_msg:
                 s = sum(float(v) for v in r.run_secs) / len(r.run_secs)
                 if s < self.best.get(task_id, math.inf):
                     self.best[task_id] = s
-        self.done += len(runner_results)
         best = self.best.get(task_id)
         gflops = t.flops / best / 1e9 if best and t.flops else 0.0
         self.bar.set_postfix_str(
             f"task {task_id + 1}/{len(self.tasks)} {t.name}: best {best * 1e6 if best else float('nan'):.1f} us "
-            f"{gflops:.0f} GFLOP/s, model ~{self.estimate_ms():.3f} ms (measured kernels)", refresh=False)
-        self.bar.update(len(runner_results))
-        self.history.append((self.done, time.perf_counter() - self.started, self.estimate_ms()))
+            f"{gflops:.0f} GFLOP/s, model ~{self.estimate_ms():.3f} ms (measured kernels)")
 
     def close(self) -> None:
         self.bar.close()
@@ -322,8 +361,8 @@ def _search(cfg: TuneConfig, spec: Any, address: Any, tasks: list[Task], db: Any
 
     # MetaSchedule sizes its search for the cores the kernels will use.
     target = tvm.target.Target({**spec.target, "num-cores": threads})
-    # Per task: an equal share of the run's trials, at least two rounds; the gradient scheduler moves trials
-    # from tasks that stopped improving to the heaviest ones within that cap.
+    # Per task: at most twice an equal share of the run's trials (at least two rounds); the scheduler gives
+    # the rounds to the kernels with the largest share of the model's time.
     cap = max(2 * cfg.per_iter, math.ceil(cfg.trials / len(tasks) * 2))
     live = [t for t in tasks if have[t.key] < cap]
     if not live:
@@ -357,9 +396,9 @@ def _search(cfg: TuneConfig, spec: Any, address: Any, tasks: list[Task], db: Any
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=[float(t.weight) for t in live], work_dir=str(work_dir),
             max_trials_global=remaining, max_trials_per_task=cap, num_trials_per_iter=cfg.per_iter,
-            builder=builder, runner=_synchronous(runner), database=db, cost_model=ms.cost_model.XGBModel(adaptive_training=True),
+            builder=builder, runner=_synchronous(runner, progress), database=db, cost_model=ms.cost_model.XGBModel(adaptive_training=True),
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _measure_callback(progress)],
-            task_scheduler="gradient")
+            task_scheduler=_time_share_scheduler([float(t.weight) for t in live], progress))
     finally:
         progress.close()
     return progress.done - done
