@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tvm_shufflenet.bench.records import cpu_name
+
 BLOCKS = 10  # alternating blocks per engine: this VM drifts by up to 1.7x between minutes
 IDLE_S = 0.3  # pause after a block: lets the last engine's spinning worker threads go to sleep
 ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "openvino", "pytorch")
@@ -37,16 +39,6 @@ LABELS = {
     "openvino": "OpenVINO (f32)",
     "pytorch": "PyTorch eager",
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
@@ -251,7 +243,7 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
         "target_key": resolve(target).key,
         "tuning_log": tuning,
         "fastest_peer": best_peer,
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()},
         "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
                      "openvino": _version("openvino")},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -335,11 +327,9 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                  f"{r0['machine']['cpu']}; label: ratio to ONNX Runtime", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from tvm_shufflenet.bench.records import save_figure_atomic
+
+    save_figure_atomic(fig, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

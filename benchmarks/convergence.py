@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,11 +65,9 @@ def plot(curves: dict[str, dict[str, Any]], path: Path, title: str = "") -> None
         ax.legend(fontsize=8)
     fig.suptitle(title or "tuning convergence", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from tvm_shufflenet.bench.records import save_figure_atomic
+
+    save_figure_atomic(fig, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

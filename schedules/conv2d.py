@@ -26,7 +26,7 @@ On CUDA every kind uses one template: output elements over ``gpu.threads`` threa
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .knobs import (GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of,

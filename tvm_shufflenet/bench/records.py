@@ -12,12 +12,37 @@ import numpy as np
 __all__ = ["RecordFile", "summarize", "load_records", "write_json_atomic"]
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+def write_json_atomic(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> None:
     """Write ``data`` as JSON through a temporary file and ``os.replace``: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=sort_keys) + ("\n" if sort_keys else ""))
+    os.replace(tmp, path)
+
+
+def cpu_name() -> str:
+    """This machine's CPU model, as /proc/cpuinfo names it (records say where they were measured)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Save a matplotlib figure through a temporary file (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
     os.replace(tmp, path)
 
 

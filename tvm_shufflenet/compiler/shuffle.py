@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 
 from ..schedules.conv2d import ChannelMap, Passthrough, Placement
 from .fuse_conv import add_conv_call, conv_call

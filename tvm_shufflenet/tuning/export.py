@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..bench.records import cpu_name, write_json_atomic
+
 __all__ = ["export_log", "default_kernel", "tuned_kernel", "run_kernels"]
 
 
@@ -102,13 +104,6 @@ def _load_raw(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, threads: int,
                echo: Callable[[str], None] = print, work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the best checked decisions of ``tasks`` into the target's tuning log; returns ``(path, summary)``."""
@@ -180,7 +175,8 @@ def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, thr
     }
     history = [*log.get("history", []), made_by][-20:]
     write_json_atomic(path, {"target_key": spec.key, "family": family_of(target).name, "made_by": made_by,
-                             "history": history, "kernels": kernels, "traces": traces, "measured": measured})
+                             "history": history, "kernels": kernels, "traces": traces, "measured": measured},
+                      sort_keys=True)
     default_ms = sum(v["default_us"] * v["calls"] for k, v in measured.items() if k in {t.key for t in tasks}) / 1e3
     tuned_ms = sum((v["tuned_us"] if v["applied"] == "tuned" else v["default_us"]) * v["calls"]
                    for k, v in measured.items() if k in {t.key for t in tasks}) / 1e3
@@ -194,12 +190,4 @@ def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, thr
 def _machine(address: Any) -> str:
     if address is not None:
         return f"board {address}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs ({platform.machine()})"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs ({platform.machine()})"
