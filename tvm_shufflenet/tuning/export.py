@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,10 +83,12 @@ def run_kernels(funcs: list[Any], spec: Any, session: Any = None, seed: int = 0,
             if session is None:
                 mod, dev = lib.mod, tvm.cpu()
             else:
-                path = os.path.join(tmp, f"k{i}.so")
+                # a new name per library: overwriting a library the board process has loaded crashes it
+                name = f"tvm_shufflenet_check_{uuid.uuid4().hex[:12]}.so"
+                path = os.path.join(tmp, name)
                 lib.export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler) if spec.cross_compiler else None)
                 session.upload(path)
-                mod, dev = session.load_module(f"k{i}.so"), session.cpu()
+                mod, dev = session.load_module(name), session.cpu()
             args = [tvm.runtime.tensor(a, dev) for a in inputs]
             out = tvm.runtime.tensor(np.zeros(shapes[-1][0], shapes[-1][1]), dev)
             mod["main"](*args, out)
