@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import UserError
 from ..schedules.knobs import DefaultDecider, FixedDecider
 
-__all__ = ["log_dir", "log_path", "load_log", "find_log", "AppliedLog", "Records", "decider_factory", "fallback_key",
+__all__ = ["log_dir", "log_path", "find_log", "AppliedLog", "Records", "decider_factory", "fallback_key",
            "apply_trace_json"]
 
 
@@ -49,12 +49,6 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("kernels", {}), dict):
         raise UserError(f"{path} is not a tuning log (no \"kernels\" object); give a file `tvm-shufflenet tune` wrote")
     return data
-
-
-def load_log(target_key: str) -> dict[str, Any] | None:
-    """The tuning log of exactly ``target_key``, or None when there is none."""
-    path = log_path(target_key)
-    return _read(path) if path.exists() else None
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.lower import KERNEL_ATTR
 from ..compiler.tuning import fallback_key
+from ..schedules import template
 
 __all__ = ["Task", "extract_tasks", "fallback_key"]
-
-KERNEL_ATTR = "tvm_shufflenet.kernel"
 
 
 @dataclass
@@ -49,6 +49,15 @@ def _estimate_flops(func: Any) -> float:
         return 0.0
 
 
+def _workload(key: str, func: Any, target: Any) -> Any:
+    """The unscheduled kernel a task searches: the template's compute, or the stock kernel itself."""
+    name, _, spec_json = key.partition(":")
+    if name == "fallback":
+        return func.without_attr("global_symbol") if "global_symbol" in func.attrs.keys() else func
+    tpl = template(name)
+    return tpl.workload(tpl.parse(spec_json), target)
+
+
 def extract_tasks(models: list[str], target_spec: Any, *, input_size: int | None = None, batch: int = 1,
                   include_fallback: bool = True) -> list[Task]:
     """Tasks of ``models`` compiled for ``target_spec`` with the project's pipeline, heaviest first."""
@@ -58,7 +67,6 @@ def extract_tasks(models: list[str], target_spec: Any, *, input_size: int | None
     from ..build import load_source
     from ..compiler.graph import op_name
     from ..compiler.pipeline import lower
-    from ..schedules import template
 
     target = target_spec.tvm_target()
     tasks: dict[str, Task] = {}
@@ -81,21 +89,17 @@ def extract_tasks(models: list[str], target_spec: Any, *, input_size: int | None
             if KERNEL_ATTR in attrs:
                 key = str(func.attrs[KERNEL_ATTR])
                 tname, _, spec_json = key.partition(":")
-                tpl = template(tname)
-                spec = tpl.parse(spec_json)
-                make = lambda tpl=tpl, spec=spec: tpl.workload(spec, target)  # noqa: E731
-                flops = 2.0 * tpl.macs(spec)
+                flops = 2.0 * template(tname).macs(template(tname).parse(spec_json))
             elif include_fallback and "tirx.is_scheduled" not in attrs:
                 flops = _estimate_flops(func)
                 if flops <= 0:  # a pure copy (fused reshapes): nothing for a schedule search to win
                     continue
                 key = fallback_key(func)
-                make = lambda func=func: func.without_attr("global_symbol") if "global_symbol" in attrs else func  # noqa: E731
             else:
                 continue
             task = tasks.get(key)
             if task is None:
-                task = tasks[key] = Task(key, gv.name_hint, make(), flops=flops)
+                task = tasks[key] = Task(key, gv.name_hint, _workload(key, func, target), flops=flops)
             task.weight += calls[gv.name_hint]
             if model not in task.models:
                 task.models.append(model)
