@@ -39,6 +39,8 @@ def farm():
     yield tracker, key, board
     emulate.stop(key)
     tracker.terminate()
+    for log in (emulate.cache_root() / "run").glob(f"{key}*.log"):  # this run's boards (-solo, -tune too)
+        log.unlink()
 
 
 def test_boards_lists_the_emulated_board(farm, capsys):
@@ -72,7 +74,7 @@ def test_bench_a_library_on_a_server_without_tracker(farm, tmp_path):
     lib = tmp_path / "m.so"
     assert main(["compile", "mobilenet_v1_0_25", "--target", "aarch64-linux-gnu", "-o", str(lib), "--input-size", "64"]) == 0
     # a tracker's board only serves sessions the tracker hands out: the error says how to reach it
-    assert main(["bench", str(lib), "--rpc", f"127.0.0.1:{tracked.port}"]) == 1
+    assert main(["bench", str(lib), "--rpc", f"127.0.0.1:{tracked.port}"]) == 2
     solo = emulate.start(f"{key}-solo", tracker=None, port=_free_port())
     try:
         out = tmp_path / "d.json"

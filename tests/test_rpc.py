@@ -12,6 +12,7 @@ from tvm_shufflenet.bench import runner
 from tvm_shufflenet.bench.records import RecordFile, load_records
 from tvm_shufflenet.bench.report import write_report
 from tvm_shufflenet.cli import main
+from tvm_shufflenet.errors import UserError
 from tvm_shufflenet.rpc.board import BoardAddress, BoardError, connect
 
 
@@ -46,9 +47,10 @@ def test_records_are_atomic_and_resumable(tmp_path):
     assert again.done("a", "b", "t", "x") and not again.done("a", "b", "t", "other-build")
     assert not again.done("c", "b", "t")  # a failed model is measured again
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
-    path.write_text("{broken")
-    with pytest.raises(ValueError, match="not a JSON array"):
-        RecordFile(path)
+    for broken in ("{broken", '{"model": "a"}', '[{"board": "b"}]', "[1, 2]"):
+        path.write_text(broken)
+        with pytest.raises(UserError, match="not a file of bench records .*pick another -o"):
+            RecordFile(path)
 
 
 def test_output_mismatch_is_a_failure_not_a_latency():
@@ -114,3 +116,66 @@ def test_report_tables_and_plots(tmp_path):
     assert "emu (emulated: qemu timings, not ARM)" in text and "output mismatch" in text
     assert (tmp_path / "latency_vs_mflops_rpi4.png").stat().st_size > 1000
     assert (tmp_path / "results.csv").read_text().count("\n") == 4
+
+
+def _serve(*extra: str):
+    """A TVM RPC server on this machine (x86: a board that needs no emulator), waited for until it listens."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                             "--port-end", str(port + 1), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail("the local RPC server did not start")
+
+
+def test_rpc_key_with_a_server_that_has_none(small_host_lib, tmp_path, capsys):
+    """`bench --rpc HOST:PORT --rpc-key K` against a server started without a key (no tracker) just works."""
+    proc, port = _serve()
+    try:
+        out = tmp_path / "r.json"
+        assert main(["bench", str(small_host_lib[0]), "--rpc", f"127.0.0.1:{port}", "--rpc-key", "solo-emu", "--repeat", "2", "-o", str(out)]) == 0
+        assert json.loads(out.read_text())[0]["output_check"] == "pass"
+    finally:
+        proc.kill()
+    proc, port = _serve("--key", "lab")
+    try:
+        capsys.readouterr()
+        assert main(["bench", str(small_host_lib[0]), "--rpc", f"127.0.0.1:{port}", "--repeat", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "refused a session without a key" in err and "pass that as --rpc-key" in err and "registered with a tracker" in err
+        assert main(["bench", str(small_host_lib[0]), "--rpc", f"127.0.0.1:{port}", "--rpc-key", "lab", "--repeat", "2"]) == 0
+    finally:
+        proc.kill()
+
+
+def test_boards_json_has_what_the_table_shows(capsys):
+    tracker = _free_port()
+    assert main(["tracker", "start", "--host", "127.0.0.1", "--port", str(tracker), "--background"]) == 0
+    proc = None
+    try:
+        proc, _ = _serve("--tracker", f"127.0.0.1:{tracker}", "--key", "x86-local")
+        import time
+
+        deadline = time.monotonic() + 30
+        rows = []
+        while time.monotonic() < deadline and not rows:
+            capsys.readouterr()
+            assert main(["boards", "--tracker", f"127.0.0.1:{tracker}", "--json"]) == 0
+            rows = [r for r in json.loads(capsys.readouterr().out) if r["total"]]
+            time.sleep(0.3)
+        (row,) = rows
+        assert row["key"] == "x86-local" and row["busy"] == 0 and row["free"] == 1 and row["emulated"] is False
+    finally:
+        if proc:
+            proc.kill()
+        main(["tracker", "stop", "--port", str(tracker)])

@@ -112,6 +112,21 @@ def _latency_line(samples: list[float]) -> str:
             f"{threads} threads")
 
 
+def _read_npy(path: str) -> np.ndarray:
+    from .runtime import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"input {path} does not exist")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        why = "pickled objects are not loaded" if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        raise InputError(f"{path} is not a readable .npy array ({why}): save one with numpy.save(path, batch)") from None
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{path} holds several arrays (.npz?): give one NCHW batch saved with numpy.save")
+    return x
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import benchmark, load, top_k
 
@@ -121,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if inp is None:
         x = np.random.default_rng(args.seed).standard_normal(model.input_shape).astype(np.float32)
     elif inp.lower().endswith(".npy"):
-        x = np.load(inp)
+        x = _read_npy(inp)
     else:
         from .runtime import preprocess
 
@@ -160,7 +175,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     try:
         from .reference import export_onnx
     except ImportError:
-        raise SystemExit("error: export-onnx needs PyTorch: pip install torch==2.13.0") from None
+        raise UserError("export-onnx needs PyTorch: pip install torch==2.13.0") from None
     entry, values = _weights_for(args)
     export_onnx(entry, values, args.output, batch=args.batch, input_size=args.input_size, num_classes=args.num_classes, dynamic_batch=args.dynamic_batch)
     print(f"wrote {args.output}")
@@ -275,6 +290,9 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
     rows = tracker_boards(parse_hostport(args.tracker, 9190))
     emulated = {b.key for b in running()}
+    for r in rows:
+        r["busy"] = r["total"] - r["free"]
+        r["emulated"] = r["key"] in emulated
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -282,7 +300,7 @@ def cmd_boards(args: argparse.Namespace) -> int:
         print(f"no boards registered at {args.tracker}")
         return 0
     _print_table(
-        [[r["key"] + (" (emulated)" if r["key"] in emulated else ""), r["total"], r["free"], r["total"] - r["free"], r["pending"], " ".join(r["servers"])] for r in rows],
+        [[r["key"] + (" (emulated)" if r["emulated"] else ""), r["total"], r["free"], r["busy"], r["pending"], " ".join(r["servers"])] for r in rows],
         ["key", "boards", "free", "busy", "pending", "servers"],
     )
     return 0
@@ -296,7 +314,7 @@ def cmd_board(args: argparse.Namespace) -> int:
         print(f"stopped {n} emulated board(s)" + (f" under key {args.key!r}" if args.key else ""))
         return 0
     if not args.key:
-        raise SystemExit("error: board emulate needs --key")
+        raise UserError("board emulate needs --key: the key it serves (and registers) under")
     board = emulate.start(args.key, tracker=args.tracker, arch=args.arch, cpu=args.cpu, port=args.port)
     where = f"registered at {args.tracker} under key {args.key!r}" if args.tracker else f"at 127.0.0.1:{board.port}"
     print(f"emulated {args.arch} ({args.cpu}) board {where}, pid {board.pid}; timings are qemu's, not ARM's")
@@ -340,7 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"records in {args.output}")
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
-    return 1 if failures else 0
+    return max((getattr(f, "exit_code", 1) for f in failures), default=0)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -408,14 +426,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare.run(args)
 
 
+def cmd_concurrency(args: argparse.Namespace) -> int:
+    from .benchmarks import concurrency
+
+    return concurrency.run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .bench.records import load_records
     from .bench.report import write_report
 
     records = load_records(args.results)
     if not records:
-        print("error: no records in the given files", file=sys.stderr)
-        return _EXIT_USAGE
+        raise UserError("no records in the given files: pass JSON files written by `bench -o`")
     index = write_report(records, args.output)
     print(f"wrote {index} ({len(records)} records)")
     return 0
@@ -433,6 +456,7 @@ def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tvm-shufflenet``."""
     parser = argparse.ArgumentParser(prog="tvm-shufflenet", description="ShuffleNet/MobileNet model zoo compiled with Apache TVM.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the models with their MFLOPs and parameters (counted from the graph)")
@@ -576,6 +600,13 @@ def make_parser() -> argparse.ArgumentParser:
     _convergence.add_arguments(p)
     p.set_defaults(func=cmd_convergence)
 
+    from .benchmarks import concurrency as _concurrency
+
+    p = sub.add_parser("concurrency", help="throughput of one loaded model called from 1, 2, 4... threads (benchmarks/concurrency.py)",
+                       description=_concurrency.__doc__.split("\n\n")[0])
+    _concurrency.add_arguments(p)
+    p.set_defaults(func=cmd_concurrency)
+
     p = sub.add_parser("report", help="tables and latency-vs-MFLOPs plots from bench records")
     p.add_argument("results", nargs="+", help="JSON files written by bench -o")
     p.add_argument("--output", "-o", default="report", help="folder for index.md, results.csv and plots (default report)")
@@ -591,18 +622,33 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1].strip() if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``tvm-shufflenet``."""
+    """Entry point of ``tvm-shufflenet``: every error is one line; exit 2 for bad input, 1 for a failure."""
     args = make_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a tuning log records the command that made it
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return _EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UserError):
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+            name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+            print(f"error: cannot use{name}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+            return _EXIT_USAGE
+        print(f"error: {args.command} failed ({type(exc).__name__}: {_one_line(exc)}); rerun with --debug for the traceback",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def read_elf(data: bytes, path: str = "library") -> ElfInfo:
         name_off, offset, size = header(i)
         end = names.find(b"\0", name_off)
         sections[names[name_off:end].decode("ascii", "replace")] = (offset, size)
-    return ElfInfo(_MACHINES.get(machine_id, f"elf-machine-{machine_id}"), bits, sections)
+    machine = f"riscv{bits}" if machine_id == 243 else _MACHINES.get(machine_id, f"elf-machine-{machine_id}")
+    return ElfInfo(machine, bits, sections)
 
 
 def metadata_c_source(record: dict[str, Any]) -> str:
@@ -124,6 +125,8 @@ def seal(path: str | Path) -> str:
 def read_metadata(path: str | Path, verify: bool = True) -> tuple[ElfInfo, dict[str, Any]]:
     """The ELF facts and metadata record of a library; with ``verify`` the SHA-256 must match."""
     path = Path(path)
+    if path.is_dir():
+        raise LibraryError(f"{path} is a directory: give the library file (.so) built by `tvm-shufflenet compile`")
     if not path.is_file():
         raise LibraryError(f"library {path} does not exist")
     data = bytearray(path.read_bytes())

@@ -6,9 +6,16 @@ This module imports no compiler code: on a board, ``pip install apache-tvm`` wit
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -31,10 +38,18 @@ def _labels(num_classes: int) -> list[str] | None:
 
 def preprocess(image: Any, pre: dict[str, Any]) -> np.ndarray:
     """An image (path or PIL image) -> float32 ``(1, 3, crop, crop)`` batch, per the library's recipe."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    img = Image.open(image) if isinstance(image, (str, Path)) else image
-    img = img.convert("RGB")
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                img = opened.convert("RGB")
+        except FileNotFoundError:
+            raise InputError(f"image {image} does not exist") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{image} is not a readable image ({type(exc).__name__}): pass a JPEG/PNG/... picture, or a .npy NCHW batch") from None
+    else:
+        img = image.convert("RGB")
     resize, crop = int(pre["resize"]), int(pre["crop"])
     w, h = img.size
     scale = resize / min(w, h)
@@ -50,26 +65,69 @@ def preprocess(image: Any, pre: dict[str, Any]) -> np.ndarray:
 class CompiledModel:
     """A loaded library: call it on a float32 NCHW batch, or ``predict`` on an image.
 
+    Safe to call from any number of threads at once: each call borrows a Relax VM of its own from a pool
+    over the one loaded library (the weights are loaded once and shared read-only), so concurrent calls
+    return exactly what sequential ones would. Every call runs its kernels on :func:`set_threads` threads, so
+    ``k`` calls at once use ``k x n`` threads. ``close()`` (or ``with load(...) as model:``, or dropping the last
+    reference) releases the library and its weights.
+
     Attributes:
         path: the library file.
         metadata: the record embedded at build time (model, shapes, target, weights, versions).
         device: the TVM device it runs on.
     """
 
-    def __init__(self, path: Path, metadata: dict[str, Any], module: Any, device: Any):
-        from tvm.runtime.vm import VirtualMachine
-
+    def __init__(self, path: Path, metadata: dict[str, Any], library: "_Library", device: Any):
         self.path = path
         self.metadata = metadata
         self.device = device
-        self.module = module
-        self.vm = VirtualMachine(module, device)
+        self._library: _Library | None = library
+        self._idle: list[Any] = []
+        self._pool_lock = threading.Lock()
         self.input_shape = tuple(metadata["input_shape"])
         self.input_dtype = metadata["input_dtype"]
         self.labels = _labels(int(metadata["num_classes"]))
 
     def __repr__(self) -> str:
-        return f"CompiledModel({self.metadata['model']!r}, input={self.input_shape}, target={self.metadata['target_key']!r}, device={self.device})"
+        state = "" if self._library else ", closed"
+        return f"CompiledModel({self.metadata['model']!r}, input={self.input_shape}, target={self.metadata['target_key']!r}, device={self.device}{state})"
+
+    def __enter__(self) -> "CompiledModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def module(self) -> Any:
+        """The loaded TVM module (the VM executable with its kernels)."""
+        if self._library is None:
+            raise LibraryError(f"{self.path}: this model was closed; load() it again")
+        return self._library.module
+
+    def close(self) -> None:
+        """Release this model's VMs and its hold on the library (its memory goes once no model uses it)."""
+        with self._pool_lock:
+            self._idle.clear()
+            self._library = None
+
+    @contextmanager
+    def _vm(self) -> Iterator[Any]:
+        """Borrow a VM nobody else is running; a new one when every VM is busy (the pool keeps the peak)."""
+        from tvm.runtime.vm import VirtualMachine
+
+        with self._pool_lock:
+            vm = self._idle.pop() if self._idle else None
+            module = self.module
+        if vm is None:
+            vm = VirtualMachine(module, self.device)
+        _configure_this_thread(_threads_per_call())
+        try:
+            yield vm
+        finally:
+            with self._pool_lock:
+                if self._library is not None:
+                    self._idle.append(vm)
 
     def check_input(self, x: Any) -> np.ndarray:
         """Return ``x`` as a contiguous array or raise :class:`InputError` saying what was expected."""
@@ -87,12 +145,14 @@ class CompiledModel:
         return np.ascontiguousarray(x)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Run the network on a batch; returns the logits as numpy."""
+        """Run the network on a batch; returns the logits as numpy. Thread-safe."""
+        return _on_runner(self._run, self.check_input(x))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         import tvm
 
-        x = self.check_input(x)
-        out = self.vm["main"](tvm.runtime.tensor(x, self.device))
-        return out.numpy()
+        with self._vm() as vm:
+            return vm["main"](tvm.runtime.tensor(x, self.device)).numpy()
 
     def predict(self, image: Any, topk: int = 5) -> list[tuple[int, str, float]]:
         """Top-k ``(class index, label, probability)`` for one image file or PIL image."""
@@ -116,7 +176,7 @@ def _device(kind: str | None, metadata: dict[str, Any]):
     spec = kind or metadata["target"].get("device", "cpu")
     name, _, index = spec.partition(":")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {spec!r}: use cpu or cuda[:N]")
+        raise InputError(f"unknown device {spec!r}: use cpu, cuda or cuda:N")
     built_for = metadata["target"].get("device", "cpu")
     if name != built_for:
         raise LibraryError(f"{metadata['model']} was built for {built_for} (target {metadata['target_key']}), not {name}")
@@ -126,20 +186,112 @@ def _device(kind: str | None, metadata: dict[str, Any]):
     return dev
 
 
+_threads_lock = threading.Lock()
+_threads_setting = [0]  # threads per call; 0: not set yet (TVM_NUM_THREADS or every CPU, read on first use)
+_this_thread = threading.local()
+
+
 def set_threads(n: int | None = None) -> int:
-    """Run kernels on ``n`` CPU threads (default: every CPU this process may use); returns the count in effect.
+    """Run each call's kernels on ``n`` CPU threads (default: every CPU this process may use); returns the count.
 
-    TVM sizes its thread pool from ``TVM_NUM_THREADS`` when the pool first starts and ``config_threadpool``
-    cannot grow it later (on a 2-vCPU VM its own default is 1), so both are set.
+    TVM keeps one thread pool per calling thread and ``config_threadpool`` reconfigures only the caller's,
+    so the setting is kept here and every thread applies it to its own pool when it next calls a model.
+    ``TVM_NUM_THREADS`` is set too: it sizes pools that start later, which cannot grow past it.
     """
-    import os
-
     import tvm
 
     n = n or len(os.sched_getaffinity(0))
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    tvm.get_global_func("runtime.config_threadpool")(0, n)
+    with _threads_lock:
+        os.environ["TVM_NUM_THREADS"] = str(n)
+        _threads_setting[0] = n
+    _configure_this_thread(n)
     return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def _threads_per_call() -> int:
+    if not _threads_setting[0]:
+        _threads_setting[0] = int(os.environ.get("TVM_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    return _threads_setting[0]
+
+
+def _configure_this_thread(n: int) -> None:
+    if getattr(_this_thread, "threads", 0) != n:
+        import tvm
+
+        tvm.get_global_func("runtime.config_threadpool")(0, n)
+        _this_thread.threads = n
+
+
+_RUNNER_PREFIX = "tvm_shufflenet-run"
+_runners: list[ThreadPoolExecutor] = []
+
+
+def _on_runner(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` on one of the process's long-lived runner threads and wait for it.
+
+    TVM gives every thread that runs a kernel a thread pool of its own and never stops it when the thread
+    ends: an app that calls a model from short-lived threads (a thread per request) left 1-2 idle OS threads
+    behind per thread, without bound. Kernels therefore only ever run on these threads, started on demand
+    up to the peak number of calls at once and reused after.
+    """
+    if threading.current_thread().name.startswith(_RUNNER_PREFIX):
+        return fn(*args)
+    with _threads_lock:
+        if not _runners:
+            _runners.append(ThreadPoolExecutor(max_workers=max(16, 4 * (os.cpu_count() or 1)), thread_name_prefix=_RUNNER_PREFIX))
+    return _runners[0].submit(fn, *args).result()
+
+
+class _Library:
+    """One loaded library file, shared by every model loaded from it while its bytes are unchanged."""
+
+    def __init__(self, module: Any, sha256: str):
+        self.module = module
+        self.sha256 = sha256
+
+
+# Weak maps: a library lives as long as a model uses it. ``_by_name`` holds the one the dynamic loader
+# knows by the file's path; ``_copies`` those opened through a private copy (the file changed meanwhile).
+_by_name: "weakref.WeakValueDictionary[str, _Library]" = weakref.WeakValueDictionary()
+_copies: "weakref.WeakValueDictionary[tuple[str, str], _Library]" = weakref.WeakValueDictionary()
+_libraries_lock = threading.Lock()
+
+
+def _open_library(path: Path, sha256: str) -> _Library:
+    """dlopen ``path`` so that releasing the last model unloads it.
+
+    ``tvm.runtime.load_module`` pins every module for the life of the process (TVM-FFI's
+    ``keep_module_alive=True`` default): each load of a 9 MiB library leaked 9 MiB. Our libraries' kernels
+    are destination-passing and return nothing allocated by the library's own code, so unloading is safe.
+    The dynamic loader hands back the already-mapped object for a path it has open, even when the file was
+    replaced since: a changed file at a path still in use is opened through a private copy.
+    """
+    import tvm_ffi
+
+    key = str(path.resolve())
+    with _libraries_lock:
+        named = _by_name.get(key)
+        if named is not None and named.sha256 == sha256:
+            return named
+        copied = _copies.get((key, sha256))
+        if copied is not None:
+            return copied
+        try:
+            if named is None:
+                module = tvm_ffi.load_module(key, keep_module_alive=False)
+            else:
+                with tempfile.TemporaryDirectory(prefix="tvm_shufflenet-") as tmp:
+                    copy = Path(tmp) / f"{sha256[:16]}-{path.name}"
+                    shutil.copyfile(path, copy)
+                    module = tvm_ffi.load_module(str(copy), keep_module_alive=False)
+        except Exception as exc:
+            raise LibraryError(f"{path}: the TVM runtime could not load it ({str(exc).strip().splitlines()[-1]}): rebuild it") from None
+        lib = _Library(module, sha256)
+        if named is None:
+            _by_name[key] = lib
+        else:
+            _copies[(key, sha256)] = lib
+        return lib
 
 
 def load(path: str | Path, device: str | None = None) -> CompiledModel:
@@ -147,10 +299,9 @@ def load(path: str | Path, device: str | None = None) -> CompiledModel:
 
     The file is checked before it is opened: its ELF machine must be this machine's and its checksum must
     match, so a cross-compiled or damaged library gets a clear :class:`LibraryError`, not a crash.
-    ``device`` is ``cpu``, ``cuda`` or ``cuda:N``; by default the one the library was built for.
+    ``device`` is ``cpu``, ``cuda`` or ``cuda:N``; by default the one the library was built for. Loading the
+    same unchanged file again shares its weights; the memory goes when the last model from it is released.
     """
-    import tvm
-
     path = Path(path)
     info, metadata = read_metadata(path)
     here = host_machine()
@@ -160,13 +311,9 @@ def load(path: str | Path, device: str | None = None) -> CompiledModel:
             "copy it to a board of that architecture, or rebuild it with --target host"
         )
     dev = _device(device, metadata)
-    if "TVM_NUM_THREADS" not in __import__("os").environ:
+    if "TVM_NUM_THREADS" not in os.environ:
         set_threads()  # every CPU, like ONNX Runtime; an explicit TVM_NUM_THREADS wins
-    try:
-        module = tvm.runtime.load_module(str(path))
-    except Exception as exc:
-        raise LibraryError(f"{path}: the TVM runtime could not load it: {str(exc).strip().splitlines()[-1]}") from None
-    return CompiledModel(path, metadata, module, dev)
+    return CompiledModel(path, metadata, _open_library(path, metadata["library_sha256"]), dev)
 
 
 def benchmark(model: CompiledModel, x: np.ndarray | None = None, number: int = 1, repeat: int = 20, warmup: int = 2, min_repeat_ms: int = 0) -> list[float]:
@@ -177,8 +324,13 @@ def benchmark(model: CompiledModel, x: np.ndarray | None = None, number: int = 1
     import tvm
 
     x = model.check_input(np.zeros(model.input_shape, np.float32) if x is None else x)
-    model.vm.set_input("main", tvm.runtime.tensor(x, model.device))
-    for _ in range(warmup):
-        model.vm.invoke_stateful("main")
-    timer = model.vm.time_evaluator("invoke_stateful", model.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-    return [t * 1e3 for t in timer("main").results]
+
+    def timed() -> list[float]:
+        with model._vm() as vm:
+            vm.set_input("main", tvm.runtime.tensor(x, model.device))
+            for _ in range(warmup):
+                vm.invoke_stateful("main")
+            timer = vm.time_evaluator("invoke_stateful", model.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            return [t * 1e3 for t in timer("main").results]
+
+    return _on_runner(timed)

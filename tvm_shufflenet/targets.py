@@ -145,6 +145,40 @@ def _cuda(arch: str | None, host_triple: str = "x86_64-linux-gnu") -> TargetSpec
     )
 
 
+_KINDS = ("llvm", "cuda")
+_ELF_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "arm": "arm", "armv7a": "arm", "armv7": "arm", "thumbv7": "arm"}
+
+
+def _triple_machine(triple: str) -> tuple[str, str]:
+    """``mtriple`` -> (ELF machine, Debian triple): ``armv7a-linux-gnueabihf`` -> (arm, arm-linux-gnueabihf)."""
+    arch = triple.split("-", 1)[0]
+    machine = _ELF_ARCH.get(arch, "arm" if arch.startswith(("armv", "thumbv")) else arch)
+    rest = triple.split("-", 1)[1] if "-" in triple else "linux-gnu"
+    rest = rest.replace("unknown-", "").replace("pc-", "")
+    return machine, f"{'arm' if machine == 'arm' else arch}-{rest}"
+
+
+def _check_llvm(target: dict[str, Any]) -> None:
+    """Refuse an ``mtriple`` or ``mcpu`` this LLVM does not know, before LLVM prints pages and builds anyway."""
+    import tvm
+    from tvm.target import codegen
+
+    triple = str(target.get("mtriple") or codegen.llvm_get_system_triple())
+    arch = triple.split("-", 1)[0]
+    known_archs = codegen.llvm_get_targets()
+    if not any(arch == a or (a in ("arm", "thumb") and arch.startswith(a)) for a in known_archs):
+        raise TargetError(f"LLVM does not know the architecture of mtriple {triple!r}: use one of {', '.join(known_archs)}")
+    mcpu = target.get("mcpu")
+    if mcpu:
+        plain = {k: v for k, v in target.items() if k in ("kind", "mtriple")}
+        cpus = list(codegen.llvm_get_cpu_archlist(tvm.target.Target(plain)))
+        if cpus and mcpu not in cpus:
+            close = difflib.get_close_matches(str(mcpu), cpus, n=4, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise TargetError(f"unknown mcpu {mcpu!r} for {triple}: {hint}LLVM knows {len(cpus)} CPUs for it, "
+                              f"e.g. {', '.join(cpus[:6])}")
+
+
 def _from_json(text: str) -> TargetSpec:
     try:
         target = json.loads(text)
@@ -152,24 +186,37 @@ def _from_json(text: str) -> TargetSpec:
         raise TargetError(f"target JSON does not parse: {exc}") from None
     if not isinstance(target, dict) or "kind" not in target:
         raise TargetError('a JSON target must be an object with a "kind", e.g. {"kind": "llvm", "mcpu": "cortex-a72"}')
+    if target["kind"] not in _KINDS:
+        raise TargetError(f"unknown target kind {target['kind']!r}: use \"llvm\" (CPUs) or \"cuda\"")
     host = target.pop("host", None)
-    triple = str((host or target).get("mtriple", ""))
-    machine = next((m for m in ("aarch64", "x86_64") if triple.startswith(m)), None)
-    if machine is None and triple.startswith("arm"):
-        machine = "arm"
-    machine = machine or host_machine()
-    base = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}[machine]
-    cpu = _cpu_target("json", "", base, None)
+    if host is not None and not (isinstance(host, dict) and host.get("kind") == "llvm"):
+        raise TargetError('"host" must be an llvm target object, e.g. {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}')
+    cpu_side = host or target
+    _check_llvm(cpu_side) if target["kind"] == "cuda" else _check_llvm(target)
+    triple = str(cpu_side.get("mtriple", ""))
+    if triple:
+        machine, debian_triple = _triple_machine(triple)
+    else:
+        machine = host_machine()
+        debian_triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}.get(machine, f"{machine}-linux-gnu")
+    if debian_triple in _TRIPLES:
+        cpu = _cpu_target("json", "", debian_triple, None)
+        compiler, package = cpu.cross_compiler, cpu.debian_package
+    else:  # a triple without a preset (riscv64, ...): the Debian cross gcc of that name, if installed
+        compiler, package = (None, None) if machine == host_machine() else (f"{debian_triple}-gcc", f"gcc-{debian_triple}")
     key = f"{target['kind']}-{target.get('mcpu') or target.get('arch') or machine}"
     device = "cuda" if target["kind"] == "cuda" else "cpu"
     if device == "cuda" and host is None:
         host = {"kind": "llvm"}
-    return TargetSpec("json", key, target, host, cpu.elf_machine, cpu.cross_compiler, cpu.debian_package, device)
+    return TargetSpec("json", key, target, host, machine, compiler, package, device)
 
 
 def resolve(name: str, cuda_arch: str | None = None) -> TargetSpec:
     """Resolve a ``--target`` value; :class:`TargetError` lists close names for a typo."""
     text = name.strip()
+    is_cuda = text == "cuda" or text.startswith("cuda-sm_") or (text.startswith("{") and '"cuda"' in text)
+    if cuda_arch and not is_cuda:
+        raise TargetError(f"--cuda-arch {cuda_arch} is for --target cuda; target {name!r} is a CPU: drop --cuda-arch")
     if text.startswith("{"):
         return _from_json(text)
     if text == "host":

@@ -92,11 +92,20 @@ def _read_pth(path: Path) -> Weights:
 
 
 def _read_npz(path: Path) -> Weights:
+    import zipfile
+
+    redo = "write one with `tvm-shufflenet weights` or numpy.savez"
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path} is not an .npz archive (no zip structure; truncated or another format): {redo}")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays would run arbitrary code on load: never loaded
+            raise WeightsError(f"{path} holds pickled objects, not plain arrays, and is not loaded: {redo}") from None
+        raise WeightsError(f"{path}: an array in it is unreadable ({str(exc).splitlines()[0]}): {redo}") from None
     except Exception as exc:
-        raise WeightsError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(f"{path}: an array in it is unreadable ({type(exc).__name__}): {redo}") from None
 
 
 def load(path: str | Path, model: RelaxModel) -> Weights:

@@ -9,6 +9,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import UserError
+
 __all__ = ["RecordFile", "summarize", "load_records", "write_json_atomic"]
 
 
@@ -61,14 +63,21 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
 class RecordFile:
     """A JSON array of records on disk; ``add`` rewrites it via a temporary file and ``os.replace``."""
 
-    def __init__(self, path: str | os.PathLike | None):
+    REQUIRED = ("model", "board", "target_key")
+
+    def __init__(self, path: str | os.PathLike | None, advice: str = "move it away or pick another -o",
+                 required: tuple[str, ...] = REQUIRED):
         self.path = Path(path) if path else None
         self.records: list[dict[str, Any]] = []
         if self.path and self.path.exists():
+            what = f"{self.path} is not a file of bench records (a JSON array written by `bench -o`): {advice}"
             try:
-                self.records = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                raise ValueError(f"{self.path} is not a JSON array of records; move it away or pick another -o") from None
+                records = json.loads(self.path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
+                raise UserError(what) from None
+            if not isinstance(records, list) or not all(isinstance(r, dict) and all(k in r for k in required) for r in records):
+                raise UserError(what)
+            self.records = records
 
     def done(self, model: str, board: str, target_key: str, library_sha256: str | None = None) -> dict[str, Any] | None:
         """A successful record of this model on this board and target, if one is already there."""
@@ -91,6 +100,9 @@ def load_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every record of every file (later files win for the same model, board and target)."""
     merged: dict[tuple, dict[str, Any]] = {}
     for path in paths:
-        for r in RecordFile(path).records:
+        if not Path(path).is_file():
+            raise UserError(f"{path} does not exist: pass JSON files written by `bench -o`")
+        needed = (*RecordFile.REQUIRED, "mflops", "output_check", "family", "emulated")
+        for r in RecordFile(path, advice="pass the files `bench -o` wrote", required=needed).records:
             merged[(r.get("model"), r.get("board"), r.get("target_key"))] = r
     return list(merged.values())

@@ -94,7 +94,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> Path:
         lines.append("| model | MFLOPs | median ms | mean ms | std ms | min ms | max ms | images/s | GFLOP/s | threads | check |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in sorted(rows, key=lambda r: r["mflops"]):
-            cells = [r["model"], r["mflops"], r.get("median_ms"), r.get("mean_ms"), r.get("std_ms"), r.get("min_ms"), r.get("max_ms"), r.get("images_per_s"), r.get("gflops"), r.get("threads"), r["output_check"]]
+            cells = [r["model"], f"{r['mflops']:.1f}", r.get("median_ms"), r.get("mean_ms"), r.get("std_ms"), r.get("min_ms"), r.get("max_ms"), r.get("images_per_s"), r.get("gflops"), r.get("threads"), r["output_check"]]
             lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     index = out / "index.md"
     index.write_text("\n".join(lines) + "\n")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..elf import read_metadata
 from ..errors import UserError
-from ..rpc.board import BoardAddress, BoardError, connect, release, run_library, tracker_boards
+from ..rpc.board import BoardAddress, BoardError, check_reachable, connect, release, run_library, tracker_boards
 from .records import RecordFile, summarize
 
 __all__ = ["BenchConfig", "Job", "prepare", "bench", "OUTPUT_RTOL"]
@@ -103,6 +103,22 @@ def _host_output(meta: dict[str, Any], x: np.ndarray, cfg: BenchConfig) -> np.nd
         return None
     lib = _cached_build(source, "host", cfg, wfile, size, seed, meta["num_classes"])
     return load(lib)(x)
+
+
+class Failure(str):
+    """One line of a failed item, with the exit code it calls for (2: bad input, 1: the system failed)."""
+
+    exit_code: int
+
+    def __new__(cls, line: str, exit_code: int = 2) -> "Failure":
+        self = super().__new__(cls, line)
+        self.exit_code = exit_code
+        return self
+
+    @classmethod
+    def of(cls, item: str, exc: UserError) -> "Failure":
+        text = str(exc)
+        return cls(text if text.startswith(item) else f"{item}: {text}", getattr(exc, "exit_code", 2))
 
 
 def prepare(item: str, target: str | None, cfg: BenchConfig) -> Job:
@@ -200,6 +216,8 @@ def bench(
     """Measure every item; returns the records of this run and the failures (one line each)."""
     from tqdm import tqdm
 
+    if address is not None:
+        check_reachable(address)  # a wrong address is bad input: said before minutes of compiling
     store = RecordFile(output)
     board = str(address) if address else f"local-{platform.node() or 'host'}"
     emulated = _is_emulated(address) if emulated is None else emulated
@@ -209,7 +227,7 @@ def bench(
         try:
             job = prepare(item, target, cfg)
         except UserError as exc:
-            failures.append(f"{item}: {exc}")
+            failures.append(Failure.of(item, exc))
             continue
         previous = store.done(job.model, board, job.metadata["target_key"], job.metadata["library_sha256"])
         if previous:
@@ -235,7 +253,7 @@ def bench(
         return _record(job, board, emulated, samples, out, threads, cfg, cfg.number)
 
     done: list[dict[str, Any]] = []
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=f"bench on {board}", unit="model") as bar:
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=f"bench on {board}", unit="model", disable=not jobs) as bar:
         futures = {pool.submit(measure, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
             job = futures[future]
@@ -243,13 +261,13 @@ def bench(
             try:
                 rec = future.result()
             except UserError as exc:
-                failures.append(f"{job.model}: {exc}")
+                failures.append(Failure.of(job.model, exc))
                 continue
             except Exception as exc:  # the board dropped the session, ran out of memory, ...
-                failures.append(f"{job.model}: lost the board during the run ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'}); rerun to resume")
+                failures.append(Failure(f"{job.model}: lost the board during the run ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'}); rerun to resume", 1))
                 continue
             store.add(rec)
             done.append(rec)
             if rec["output_check"] == "fail":
-                failures.append(f"{job.model}: output differs from this machine's (max abs error {rec['output_max_abs_err']:.3g}): not timed")
+                failures.append(Failure(f"{job.model}: output differs from this machine's (max abs error {rec['output_max_abs_err']:.3g}): not timed", 1))
     return done, failures

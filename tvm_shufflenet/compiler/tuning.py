@@ -41,14 +41,21 @@ def log_path(target_key: str) -> Path:
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"tuning log {path} is not valid JSON ({exc}); restore it from git or delete it") from None
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"tuning log {path} is not valid JSON ({str(exc).splitlines()[0]}): restore it from git or delete it") from None
     except OSError as exc:
         raise UserError(f"cannot read tuning log {path}: {exc.strerror}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("kernels", {}), dict):
-        raise UserError(f"{path} is not a tuning log (no \"kernels\" object); give a file `tvm-shufflenet tune` wrote")
+    if not _is_log(data):
+        raise UserError(f"{path} is not a tuning log (a \"kernels\" object of knob objects, \"traces\" of strings): "
+                        "give a file `tvm-shufflenet tune` wrote")
     return data
+
+
+def _is_log(data: Any) -> bool:
+    kernels, traces = (data.get("kernels", {}), data.get("traces", {})) if isinstance(data, dict) else (None, None)
+    return (isinstance(kernels, dict) and all(isinstance(v, dict) for v in kernels.values())
+            and isinstance(traces, dict) and all(isinstance(v, (str, dict, list)) for v in traces.values()))
 
 
 @dataclass(frozen=True)
@@ -87,10 +94,10 @@ def find_log(target_key: str, family: str, tuning: str | os.PathLike | None = "a
     folder = log_dir()
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(path.read_bytes())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if isinstance(data, dict) and data.get("family") == family and isinstance(data.get("kernels"), dict):
+        if isinstance(data, dict) and data.get("family") == family and "kernels" in data and _is_log(data):
             return AppliedLog(data, "family", path)
     return AppliedLog(None, "none")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ["BoardError", "BoardAddress", "parse_hostport", "tracker_boards", "connect", "release", "run_library", "RemoteResult"]
+__all__ = ["BoardError", "BoardAddress", "parse_hostport", "tracker_boards", "check_reachable", "connect", "release", "run_library", "RemoteResult"]
 
 
 class BoardError(UserError, RuntimeError):
@@ -93,23 +93,41 @@ def tracker_boards(tracker: tuple[str, int]) -> list[dict]:
     return rows
 
 
+def check_reachable(address: BoardAddress) -> None:
+    """Raise :class:`BoardError` (bad input) unless the server answers, or the tracker has boards under the key."""
+    if address.direct:
+        _reachable(address.direct, "RPC server", "is `python -m tvm.exec.rpc_server` running there? check --rpc")
+        return
+    rows = {r["key"]: r for r in tracker_boards(address.tracker)}
+    if rows.get(address.key, {}).get("total", 0) == 0:
+        known = ", ".join(k for k, r in rows.items() if r["total"]) or "none"
+        host, port = address.tracker
+        raise BoardError(f"no board is registered under key {address.key!r} at {host}:{port} (keys with boards: {known})")
+
+
 def connect(address: BoardAddress, wait_timeout: float = 120.0, session_timeout: float = 0):
     """An RPC session on a board; waits up to ``wait_timeout`` s for a free one under a tracker key."""
     from tvm import rpc
 
     if address.direct:
         _reachable(address.direct, "RPC server", "is `python -m tvm.exec.rpc_server` running there?")
-        try:
-            return rpc.connect(*address.direct, key=address.key or "", session_timeout=session_timeout)
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()[-1]
-            hint = "; it is registered with a tracker: reach it with --rpc-tracker and --rpc-key" if "matches key" in msg else ""
-            raise BoardError(f"the RPC server at {address} refused the session: {msg}{hint}") from None
-    rows = {r["key"]: r for r in tracker_boards(address.tracker)}
-    host, port = address.tracker
-    if rows.get(address.key, {}).get("total", 0) == 0:
-        known = ", ".join(k for k, r in rows.items() if r["total"]) or "none"
-        raise BoardError(f"no board is registered under key {address.key!r} at {host}:{port} (keys with boards: {known})")
+        # A server answers only sessions naming its --key (none: the empty key); one registered with a
+        # tracker answers only keys the tracker hands out. A key the server does not have is tried without.
+        keys = [address.key, ""] if address.key else [""]
+        for i, key in enumerate(keys):
+            try:
+                return rpc.connect(*address.direct, key=key, session_timeout=session_timeout)
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                if "key" in msg and i + 1 < len(keys):
+                    continue
+                if "key" in msg:
+                    tried = f"key {address.key!r} and no key" if address.key else "a session without a key"
+                    raise BoardError(f"the RPC server at {address} refused {tried}: it was started with another --key "
+                                     "(pass that as --rpc-key), or it is registered with a tracker (reach it with "
+                                     "--rpc-tracker and --rpc-key)") from None
+                raise BoardError(f"the RPC server at {address} refused the session: {msg}") from None
+    check_reachable(address)
     # The tracker queues requests forever; ask in a thread so a busy farm becomes a timeout, not a hang.
     tracker = _tracker(address.tracker)
     pool = concurrent.futures.ThreadPoolExecutor(1)
