@@ -90,7 +90,7 @@ def test_x86_library_is_refused_before_upload(farm, tmp_path, capsys):
     lib = tmp_path / "x86.so"
     assert main(["compile", "mobilenet_v1_0_25", "--target", "x86_64-linux-gnu", "-o", str(lib), "--input-size", "64"]) == 0
     code = main(["bench", str(lib), "--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", key, "--board-arch", "aarch64"])
-    assert code == 1 and "refused before upload" in capsys.readouterr().err
+    assert code == 2 and "refused before upload" in capsys.readouterr().err
 
 
 def test_busy_board_times_out_with_a_clear_error(farm):

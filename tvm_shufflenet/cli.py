@@ -41,6 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "input_size": args.input_size or entry.input_size,
                 "mflops": round(c.mflops, 1),
                 "params_m": round(c.params_m, 3),
+                "mac_m": round(c.mac_m, 2),
                 "paper_mflops": entry.paper.mflops if entry.paper else None,
                 "paper_params_m": entry.paper.params_m if entry.paper else None,
             }
@@ -49,10 +50,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=1))
         return 0
     rows = [
-        [r["name"], r["family"], r["input_size"], f"{r['mflops']:.1f}", f"{r['params_m']:.2f}", r["paper_mflops"] or "", r["paper_params_m"] or ""]
+        [r["name"], r["family"], r["input_size"], f"{r['mflops']:.1f}", f"{r['params_m']:.2f}", f"{r['mac_m']:.2f}", r["paper_mflops"] or "", r["paper_params_m"] or ""]
         for r in records
     ]
-    _print_table(rows, ["model", "family", "input", "MFLOPs", "params (M)", "paper MFLOPs", "paper params (M)"])
+    _print_table(rows, ["model", "family", "input", "MFLOPs", "params (M)", "MAC (M)", "paper MFLOPs", "paper params (M)"])
+    print("MAC: memory access cost (ShuffleNet V2 paper, G1): tensor elements read and written per image, weights included")
     return 0
 
 
@@ -459,7 +461,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list the models with their MFLOPs and parameters (counted from the graph)")
+    p = sub.add_parser("list", help="list the models with their MFLOPs, parameters and memory access cost (counted from the graph)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.add_argument("--family", help="only this family (shufflenet_v1, shufflenet_v2, mobilenet_v1, mobilenet_v2, mobilenet_v3)")
     p.add_argument("--input-size", type=int, help="count at this resolution (default 224)")

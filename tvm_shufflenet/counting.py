@@ -2,7 +2,12 @@
 
 MACs ("FLOPs" in the ShuffleNet and MobileNet papers) are those of convolutions and fully connected layers;
 parameters are every weight tensor the graph reads, except BatchNorm's running statistics (buffers, not
-learned). Works on any ``IRModule`` with static shapes: zoo exports and ONNX imports alike.
+learned). Memory access cost ("MAC" in the ShuffleNet V2 paper, section 2) is the number of tensor elements
+every operator reads and writes, weights included: ``hw(c1 + c2) + c1c2`` for a 1x1 convolution without bias,
+as in the paper's G1. BatchNorm is left out (at inference it is folded into the convolution before it) and so
+are reshapes (views); the channel shuffle's transpose, split and concat are counted, as a framework that runs
+them as operators pays for them. Works on any ``IRModule`` with static shapes: zoo exports and ONNX imports
+alike.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from tvm import relax
 
 __all__ = ["Complexity", "count"]
 
+_NOT_MEMORY_OPS = {"relax.nn.batch_norm", "relax.reshape"}  # folded into the conv / a view
+
 
 @dataclass(frozen=True)
 class Complexity:
@@ -22,11 +29,17 @@ class Complexity:
 
     macs: int
     params: int
+    memory_access: int = 0  # elements read + written per image (the ShuffleNet V2 paper's MAC)
 
     @property
     def mflops(self) -> float:
         """Millions of multiply-adds per image (the papers' MFLOPs)."""
         return self.macs / 1e6
+
+    @property
+    def mac_m(self) -> float:
+        """Memory access cost in millions of elements per image (the ShuffleNet V2 paper's MAC)."""
+        return self.memory_access / 1e6
 
     @property
     def params_m(self) -> float:
@@ -53,9 +66,18 @@ def count(mod: tvm.IRModule, func_name: str = "main") -> Complexity:
     batch = _shape(func.params[0])[0] if func.params else 1
     buffers: set[relax.Expr] = set()
     macs = 0
+    access = 0
+
+    def elements(expr: relax.Expr) -> int:
+        ty = expr.ty
+        if isinstance(ty, relax.TensorType) and ty.shape is not None and ty.ndim > 0:
+            return prod(int(d) for d in ty.shape.values)
+        if isinstance(ty, relax.TupleType):
+            return sum(prod(int(d) for d in f.shape.values) for f in ty.fields if isinstance(f, relax.TensorType) and f.shape is not None)
+        return 0
 
     def visit(expr: relax.Expr) -> None:
-        nonlocal macs
+        nonlocal macs, access
         if isinstance(expr, tvm.ir.expr.GenericConst) and isinstance(expr.ty, relax.TensorType):
             size = prod(_shape(expr))
             if expr.ty.ndim > 0:  # scalars are literals (the 3 and 6 of hard-swish), not weights
@@ -63,6 +85,8 @@ def count(mod: tvm.IRModule, func_name: str = "main") -> Complexity:
         if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
             return
         name = expr.op.name
+        if name not in _NOT_MEMORY_OPS:
+            access += sum(elements(a) for a in expr.args) + elements(expr)
         if name == "relax.nn.conv2d":
             out = _shape(expr)
             weight = _shape(expr.args[1])  # OIHW: I is already per group
@@ -75,4 +99,5 @@ def count(mod: tvm.IRModule, func_name: str = "main") -> Complexity:
 
     relax.analysis.post_order_visit(func.body, visit)
     params = sum(size for var, size in weights.items() if var not in buffers)
-    return Complexity(macs=macs // batch, params=params)
+    # per image: at batch > 1 the weights' share is spread over the batch, as they are read once per call
+    return Complexity(macs=macs // batch, params=params, memory_access=access // batch)
