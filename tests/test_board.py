@@ -174,3 +174,16 @@ def test_tune_on_a_server_without_tracker(farm, tmp_path):
         assert len(records) >= 4 and all(r.run_secs and float(r.run_secs[0]) < 1e9 for r in records)  # none failed
     finally:
         emulate.stop(f"{key}-tune")
+
+
+def test_guidelines_on_the_emulated_board(farm, tmp_path, capsys):
+    """One guideline (G4, narrowest width) on the emulated board: checked against PyTorch, labelled emulated."""
+    tracker, key, _ = farm
+    out = tmp_path / "g4.json"
+    assert main(["guidelines", "g4", "--target", "rpi4", "--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", key,
+                 "--widths", "1", "--repeat", "1", "--json", str(out), "--build-dir", str(tmp_path / "b")]) == 0
+    result = json.loads(out.read_text())
+    assert result["emulated"] is True and result["target"] == "rpi4-cortex-a72"
+    rows = result["guidelines"]["g4"]["rows"]
+    assert len(rows) == 4 and all(r["max_abs_err"] < 1e-3 and r["measured"] > 0 for r in rows)
+    assert "emulated" in capsys.readouterr().out

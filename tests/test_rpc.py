@@ -171,7 +171,7 @@ def test_boards_json_has_what_the_table_shows(capsys):
         while time.monotonic() < deadline and not rows:
             capsys.readouterr()
             assert main(["boards", "--tracker", f"127.0.0.1:{tracker}", "--json"]) == 0
-            rows = [r for r in json.loads(capsys.readouterr().out) if r["total"]]
+            rows = [r for r in json.loads(capsys.readouterr().out) if r["total"] and r["free"]]  # registered and offered
             time.sleep(0.3)
         (row,) = rows
         assert row["key"] == "x86-local" and row["busy"] == 0 and row["free"] == 1 and row["emulated"] is False

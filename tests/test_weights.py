@@ -94,7 +94,7 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "w.h5").write_bytes(b"")
     with pytest.raises(W.WeightsError, match="not a readable PyTorch checkpoint"):
         W.load(tmp_path / "junk.pth", rm)
-    with pytest.raises(W.WeightsError, match="not a readable .npz"):
+    with pytest.raises(W.WeightsError, match="is not an .npz archive"):
         W.load(tmp_path / "junk.npz", rm)
     with pytest.raises(W.WeightsError, match="unknown weights format"):
         W.load(tmp_path / "w.h5", rm)

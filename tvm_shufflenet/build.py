@@ -22,7 +22,7 @@ from .counting import count
 from .errors import UserError
 from .targets import TargetSpec, resolve
 
-__all__ = ["BuildError", "Source", "load_source", "compile_source", "export", "build", "default_preprocessing"]
+__all__ = ["BuildError", "Source", "load_source", "compile_source", "export", "build", "build_source", "default_preprocessing"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,8 +161,6 @@ def build(
     same template family; ``none`` builds with the templates' defaults; a path applies that log. Returns the
     metadata record embedded in the library (``tuning_log`` says which log was applied and how).
     """
-    import tvm
-
     output = Path(output)
     if output.suffix != ".so":
         raise BuildError(f"output {output} must end in .so (a shared library)")
@@ -170,10 +168,23 @@ def build(
     spec.check_toolchain()  # fail before minutes of compiling, not after
     started = time.perf_counter()
     src = load_source(source, weights=weights, seed=seed, batch=batch, input_size=input_size, num_classes=num_classes)
+    return build_source(src, spec, output, pipeline=pipeline, tuning=tuning, started=started)
+
+
+def build_source(src: Source, spec: TargetSpec, output: str | os.PathLike, *, pipeline: str = "shufflenet",
+                 tuning: str | os.PathLike = "auto", started: float | None = None) -> dict[str, Any]:
+    """Steps 2-4 of :func:`build` for a :class:`Source` made elsewhere (ONNX, zoo, a benchmark network)."""
+    import tvm
+
+    output = Path(output)
+    started = time.perf_counter() if started is None else started
+    spec.check_toolchain()
     complexity = count(src.mod)
     applied = applied_log(spec, tuning if pipeline == "shufflenet" else "none")
     executable = compile_source(src, spec, pipeline, applied.log)
     size = src.input_shape[-1]
+    out_ty = src.mod["main"].ret_ty
+    out_shape = [int(d) for d in out_ty.shape.values] if getattr(out_ty, "shape", None) is not None else [src.input_shape[0], src.num_classes]
     record: dict[str, Any] = {
         "format": 1,
         "model": src.name,
@@ -181,7 +192,7 @@ def build(
         "input_name": "x",
         "input_shape": list(src.input_shape),
         "input_dtype": "float32",
-        "output_shape": [src.input_shape[0], src.num_classes],
+        "output_shape": out_shape,
         "num_classes": src.num_classes,
         "preprocessing": default_preprocessing(size),
         "target": spec.to_json(),

@@ -428,6 +428,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare.run(args)
 
 
+def cmd_guidelines(args: argparse.Namespace) -> int:
+    from . import guidelines as gl
+
+    address = None
+    if args.rpc_tracker or args.rpc:
+        from .rpc.board import BoardAddress
+
+        address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
+    which = ["g1", "g2", "g3", "g4"] if args.which == "all" else [args.which]
+    if args.batch < 1 or args.repeat < 1:
+        raise UserError("--batch and --repeat must be at least 1")
+    cfg = gl.GuidelineConfig(which, target=args.target, address=address, batch=args.batch, repeat=args.repeat,
+                             threads=args.threads, build_dir=Path(args.build_dir), tuning=tuning_choice(args),
+                             json_out=Path(args.json) if args.json else None, cuda_arch=args.cuda_arch,
+                             widths=args.widths)
+    result = gl.run(cfg)
+    print(f"{result['target']} on {result['board']}" + (" (emulated: qemu speed, not ARM's)" if result["emulated"] else "")
+          + f", batch {result['batch']}, 10 blocks at 56x56")
+    for g, section in result["guidelines"].items():
+        print()
+        print(gl.table(g, section))
+    if args.plot:
+        gl.plot(result, Path(args.plot))
+        index = gl.report(result, Path(args.plot), "tvm-shufflenet " + " ".join(args.argv))
+        print(f"\ncharts and {index} written")
+    if args.json:
+        print(f"results in {args.json}")
+    return 0
+
+
 def cmd_concurrency(args: argparse.Namespace) -> int:
     from .benchmarks import concurrency
 
@@ -601,6 +631,27 @@ def make_parser() -> argparse.ArgumentParser:
                        description=_convergence.__doc__.split("\n\n")[0])
     _convergence.add_arguments(p)
     p.set_defaults(func=cmd_convergence)
+
+    p = sub.add_parser("guidelines", help="the ShuffleNet V2 paper's guideline experiments G1-G4 (Tables 1-4), measured on a target",
+                       description="Build each benchmark network of the paper's Tables 1-4 (10 blocks at 56x56, FLOPs equal "
+                                   "across a table's rows within 1%%), compile it with the project's pipeline, check it against "
+                                   "PyTorch, time it on this CPU, a board or a GPU, and print the tables beside the paper's "
+                                   "numbers with a verdict per guideline.")
+    p.add_argument("which", nargs="?", default="all", choices=["g1", "g2", "g3", "g4", "all"], help="which guideline (default all)")
+    p.add_argument("--target", "-t", default="host", help="host, cuda, or a board preset with --rpc-* (default host)")
+    p.add_argument("--cuda-arch", help="SM arch with --target cuda")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: measure on a board")
+    p.add_argument("--rpc-key", help="the boards' key at the tracker")
+    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    p.add_argument("--batch", type=int, default=1, help="batch size (the paper: 1 on ARM, 8 on GPU; default 1)")
+    p.add_argument("--repeat", type=int, default=10, help="timed samples per network, each at least 50 ms (default 10)")
+    p.add_argument("--widths", type=int, default=3, choices=[1, 2, 3], help="measure the first N of each table's three widths (default 3)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: every CPU here; on a board its runtime's choice)")
+    p.add_argument("--build-dir", default="build/guidelines", help="where compiled networks are cached")
+    add_tuning_options(p)
+    p.add_argument("--json", help="write results here, after every network; an existing file is resumed")
+    p.add_argument("--plot", help="folder for one chart per guideline and index.md")
+    p.set_defaults(func=cmd_guidelines)
 
     from .benchmarks import concurrency as _concurrency
 

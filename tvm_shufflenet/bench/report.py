@@ -10,7 +10,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report", "board_label", "FAMILY_STYLE"]
+import numpy as np
+
+__all__ = ["write_report", "board_label", "flops_vs_speed", "FAMILY_STYLE"]
 
 FAMILY_STYLE = {
     "shufflenet_v1": ("ShuffleNet V1", "o"),
@@ -61,6 +63,36 @@ def _plot(board: str, emulated: bool, rows: list[dict[str, Any]], path: Path) ->
     plt.close(fig)
 
 
+def _ranks(values: list[float]) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for v in set(values):  # ties share their average rank
+        idx = [i for i, x in enumerate(values) if x == v]
+        ranks[idx] = ranks[idx].mean()
+    return ranks
+
+
+def flops_vs_speed(rows: list[dict[str, Any]], margin: float = 0.05) -> dict[str, Any]:
+    """The ShuffleNet V2 paper's Fig. 1 question for one board: how well do FLOPs rank the models' latency?
+
+    Returns the Spearman rank correlation of MFLOPs and median latency, and every pair FLOPs orders wrongly
+    (fewer FLOPs but more than ``margin`` slower).
+    """
+    ok = [r for r in rows if r.get("median_ms") is not None]
+    result: dict[str, Any] = {"models": len(ok), "spearman": None, "wrong_pairs": []}
+    if len(ok) < 3:
+        return result
+    f, t = _ranks([r["mflops"] for r in ok]), _ranks([r["median_ms"] for r in ok])
+    result["spearman"] = round(float(np.corrcoef(f, t)[0, 1]), 3)
+    for a in ok:
+        for b in ok:
+            if a["mflops"] < b["mflops"] and a["median_ms"] > (1 + margin) * b["median_ms"]:
+                result["wrong_pairs"].append({"fewer_flops": a["model"], "mflops": [a["mflops"], b["mflops"]],
+                                              "but_slower_than": b["model"], "median_ms": [a["median_ms"], b["median_ms"]]})
+    return result
+
+
 def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> Path:
     """Write ``index.md``, ``results.csv`` and one ``latency_vs_mflops_<board>.png`` per board; returns index.md."""
     out = Path(out_dir)
@@ -91,6 +123,16 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> Path:
         png = out / f"latency_vs_mflops_{slug}.png"
         _plot(b, emulated, rows, png)
         lines += ["", f"## {board_label(b, emulated)}", "", f"![latency vs MFLOPs]({png.name})", ""]
+        fs = flops_vs_speed(rows)
+        if fs["spearman"] is not None:
+            lines += [f"FLOPs as a speed metric here (the ShuffleNet V2 paper's Fig. 1): Spearman rank correlation of "
+                      f"MFLOPs and latency {fs['spearman']:.3f} over {fs['models']} models; "
+                      f"{len(fs['wrong_pairs'])} pairs ordered wrongly (fewer FLOPs, more than 5% slower)"
+                      + (":" if fs["wrong_pairs"] else "."), ""]
+            for p in sorted(fs["wrong_pairs"], key=lambda p: p["median_ms"][1] / p["median_ms"][0])[:15]:
+                lines.append(f"- {p['fewer_flops']} ({p['mflops'][0]:.1f} MFLOPs, {p['median_ms'][0]:.3f} ms) is slower than "
+                             f"{p['but_slower_than']} ({p['mflops'][1]:.1f} MFLOPs, {p['median_ms'][1]:.3f} ms)")
+            lines.append("")
         lines.append("| model | MFLOPs | median ms | mean ms | std ms | min ms | max ms | images/s | GFLOP/s | threads | check |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in sorted(rows, key=lambda r: r["mflops"]):
