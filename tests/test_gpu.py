@@ -69,3 +69,16 @@ def test_cuda_model_is_safe_to_share_between_threads(arch, tmp_path):
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_guidelines_at_batch_8_on_the_gpu(arch, tmp_path):
+    """The paper's GPU setting: one guideline at batch 8 on CUDA, checked against PyTorch, in batches/s."""
+    import json
+
+    from tvm_shufflenet.cli import main
+
+    out = tmp_path / "g.json"
+    assert main(["guidelines", "g3", "--target", "cuda", "--cuda-arch", arch, "--batch", "8", "--widths", "1",
+                 "--repeat", "3", "--json", str(out), "--build-dir", str(tmp_path / "b")]) == 0
+    rows = json.loads(out.read_text())["guidelines"]["g3"]["rows"]
+    assert len(rows) == 5 and all(r["unit"] == "batches/s" and r["paper_platform"] == "GPU, batch 8" for r in rows)

@@ -167,3 +167,24 @@ def test_flops_vs_speed_rank_correlation_and_wrong_pairs():
     assert fs["spearman"] == 0.4
     assert {(p["fewer_flops"], p["but_slower_than"]) for p in fs["wrong_pairs"]} == {("d", "b"), ("d", "c")}
     assert flops_vs_speed(rows[:2])["spearman"] is None
+
+
+def test_consecutive_pointwise_convs_leave_no_copy_between_them():
+    """Two 1x1 convs in a row: the views around each kernel collapse (a fused reshape pair was a copy kernel)."""
+    from tvm_shufflenet.compiler.pipeline import lower
+    from tvm_shufflenet.targets import resolve
+
+    for guideline in ("g1", "g2", "g3"):
+        net = G.networks(guideline)[0]
+        mod, params, _ = net.to_relax()
+        bound = {v.name: tvm.runtime.tensor(np.ones(s, np.float32)) for v, (_, s) in zip(mod["main"].params[1:], params)}
+        low = lower(relax.transform.BindParams("main", bound)(mod), resolve("host").tvm_target())
+        calls = []
+
+        def visit(expr, calls=calls):
+            if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+                calls.append(expr.args[0].name_hint)
+
+        relax.analysis.post_order_visit(low["main"].body, visit)
+        copies = [c for c in calls if "reshape" in c]
+        assert len(copies) == 2 and len(calls) == 2 + 10 * (2 if guideline != "g3" else 1), calls  # in, out, convs

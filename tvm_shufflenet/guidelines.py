@@ -121,26 +121,39 @@ def _library(net: G.GuidelineNet, spec: Any, cfg: GuidelineConfig) -> tuple[Path
     return path, record, weights
 
 
-def _measure(path: Path, x: np.ndarray, cfg: GuidelineConfig, device: str) -> tuple[np.ndarray, list[float], int]:
+def _measure_group(items: list[tuple[Path, np.ndarray]], cfg: GuidelineConfig, device: str) -> list[tuple[np.ndarray, list[float], int]]:
+    """``(output, samples ms, threads)`` per library of one table column.
+
+    Locally the rows are timed in alternation, one sample (of at least 50 ms) of each per round, so this
+    machine's drift (up to 2x between minutes) hits every row alike; a board over RPC times one library
+    after the other (a session per upload).
+    """
     if cfg.address is not None:
         from .rpc.board import connect, release, run_library
 
-        session = connect(cfg.address)
-        try:
-            res = run_library(session, path, x, repeat=cfg.repeat, min_repeat_ms=50, warmup=2, threads=cfg.threads)
-        finally:
-            release(session)
-        return res.output, res.repeats_ms, res.threads
+        results = []
+        for path, x in items:
+            session = connect(cfg.address)
+            try:
+                res = run_library(session, path, x, repeat=cfg.repeat, min_repeat_ms=50, warmup=2, threads=cfg.threads)
+            finally:
+                release(session)
+            results.append((res.output, res.repeats_ms, res.threads))
+        return results
     import tvm
 
     from .runtime import benchmark, load, set_threads
 
     if cfg.threads:
         set_threads(cfg.threads)
-    model = load(path, device=device)
-    out = model(x)
-    samples = benchmark(model, x, repeat=cfg.repeat, min_repeat_ms=50)
-    return out, samples, int(tvm.get_global_func("runtime.NumThreads")())
+    models = [load(path, device=device) for path, _ in items]
+    outputs = [m(x) for m, (_, x) in zip(models, items)]
+    samples: list[list[float]] = [[] for _ in items]
+    for round_ in range(cfg.repeat):
+        for i, (m, (_, x)) in enumerate(zip(models, items)):
+            samples[i] += benchmark(m, x, repeat=1, warmup=2 if round_ == 0 else 0, min_repeat_ms=50)
+    threads = int(tvm.get_global_func("runtime.NumThreads")())
+    return [(out, s, threads) for out, s in zip(outputs, samples)]
 
 
 def _board(cfg: GuidelineConfig) -> tuple[str, bool]:
@@ -178,34 +191,39 @@ def run(cfg: GuidelineConfig, progress: Callable[[str], None] = print) -> dict[s
             raise UserError(f"{cfg.json_out} holds results for {old.get('target')} on {old.get('board')} at batch "
                             f"{old.get('batch')}: pick another --json for {spec.key} on {board}")
     platform_name = "gpu" if spec.device == "cuda" else "arm"
-    cells = [(g, net) for g in cfg.guidelines for net in G.networks(g) if net.column < cfg.widths]
+    groups = [(g, col, [n for n in G.networks(g) if n.column == col]) for g in cfg.guidelines for col in range(cfg.widths)]
     rng = np.random.default_rng(0)
-    with tqdm(total=len(cells), desc=f"guidelines on {board}", unit="net") as bar:
-        for g, net in cells:
+    unit = "batches/s" if cfg.batch > 1 else "images/s"
+    paper_platform = "GPU, batch 8" if platform_name == "gpu" else "ARM, batch 1"
+    with tqdm(total=sum(len(nets) for *_, nets in groups), desc=f"guidelines on {board}", unit="net") as bar:
+        for g, col, nets in groups:
             section = result["guidelines"].setdefault(g, {"claim": CLAIMS[g][2], "rows": []})
-            key = {"config": net.config, "width": net.width, "channels": net.channels}
-            done = next((r for r in section["rows"] if {k: r[k] for k in key} == key and r.get("measured")), None)
-            bar.set_postfix_str(f"{g} {net.config} {net.width}")
-            if done is None:
-                path, record, weights = _library(net, spec, cfg)
-                x = rng.standard_normal(record["input_shape"]).astype(np.float32)
-                out, samples, threads = _measure(path, x, cfg, spec.device)
-                want = torch_reference(net, weights, x)
-                err = float(np.abs(out - want).max())
-                if not err <= 1e-3 * float(np.ptp(want)):
-                    raise SystemFailure(f"{net.name}: output differs from PyTorch's (max abs error {err:.3g} of range "
-                                        f"{float(np.ptp(want)):.3g}) on {board}: not timed")
-                c = count(net.to_relax()[0])
-                median = float(np.median(samples))
-                row = {**key, "mflops": round(c.mflops, 3), "mac": c.memory_access, "median_ms": round(median, 4),
-                       "measured": round(1e3 / median, 3), "unit": "batches/s" if cfg.batch > 1 else "images/s",
-                       "threads": threads, "max_abs_err": err, "paper": net.paper(platform_name),
-                       "paper_platform": "GPU, batch 8" if platform_name == "gpu" else "ARM, batch 1"}
-                section["rows"] = [r for r in section["rows"] if {k: r[k] for k in key} != key] + [row]
-            section.update(verdict(g, section["rows"]))
-            if cfg.json_out:
-                write_json_atomic(cfg.json_out, result)
-            bar.update(1)
+            keys = [{"config": n.config, "width": n.width, "channels": n.channels} for n in nets]
+            have = [k for k in keys if any({f: r[f] for f in k} == k and r.get("measured") for r in section["rows"])]
+            if len(have) < len(keys):  # a column is measured as a whole: its rows are only comparable together
+                bar.set_postfix_str(f"{g} {nets[0].width}: compile")
+                built = [_library(net, spec, cfg) for net in nets]
+                xs = [rng.standard_normal(record["input_shape"]).astype(np.float32) for _, record, _ in built]
+                bar.set_postfix_str(f"{g} {nets[0].width}: measure")
+                measured = _measure_group([(path, x) for (path, _, _), x in zip(built, xs)], cfg, spec.device)
+                rows = []
+                for net, key, (_, _, weights), x, (out, samples, threads) in zip(nets, keys, built, xs, measured):
+                    want = torch_reference(net, weights, x)
+                    err = float(np.abs(out - want).max())
+                    if not err <= 1e-3 * float(np.ptp(want)):
+                        raise SystemFailure(f"{net.name}: output differs from PyTorch's (max abs error {err:.3g} of range "
+                                            f"{float(np.ptp(want)):.3g}) on {board}: not timed")
+                    c = count(net.to_relax()[0])
+                    median = float(np.median(samples))
+                    rows.append({**key, "mflops": round(c.mflops, 3), "mac": c.memory_access, "median_ms": round(median, 4),
+                                 "measured": round(1e3 / median, 3), "unit": unit,
+                                 "samples_ms": [round(v, 4) for v in samples], "threads": threads, "max_abs_err": err,
+                                 "paper": net.paper(platform_name), "paper_platform": paper_platform})
+                section["rows"] = [r for r in section["rows"] if r["width"] != nets[0].width] + rows
+                section.update(verdict(g, section["rows"]))
+                if cfg.json_out:
+                    write_json_atomic(cfg.json_out, result)
+            bar.update(len(nets))
     return result
 
 

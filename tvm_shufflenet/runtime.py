@@ -195,7 +195,8 @@ def set_threads(n: int | None = None) -> int:
     """Run each call's kernels on ``n`` CPU threads (default: every CPU this process may use); returns the count.
 
     TVM keeps one thread pool per calling thread and ``config_threadpool`` reconfigures only the caller's,
-    so the setting is kept here and every thread applies it to its own pool when it next calls a model.
+    so the setting is kept here and each runner thread (see ``_on_runner``) applies it to its own pool at its
+    next call.
     ``TVM_NUM_THREADS`` is set too: it sizes pools that start later, which cannot grow past it.
     """
     import tvm
@@ -232,7 +233,8 @@ def _on_runner(fn: Callable[..., Any], *args: Any) -> Any:
     TVM gives every thread that runs a kernel a thread pool of its own and never stops it when the thread
     ends: an app that calls a model from short-lived threads (a thread per request) left 1-2 idle OS threads
     behind per thread, without bound. Kernels therefore only ever run on these threads, started on demand
-    up to the peak number of calls at once and reused after.
+    up to the peak number of calls at once (at most max(16, 4 x CPUs); further calls wait their turn) and
+    reused after.
     """
     if threading.current_thread().name.startswith(_RUNNER_PREFIX):
         return fn(*args)
@@ -240,6 +242,9 @@ def _on_runner(fn: Callable[..., Any], *args: Any) -> Any:
         if not _runners:
             _runners.append(ThreadPoolExecutor(max_workers=max(16, 4 * (os.cpu_count() or 1)), thread_name_prefix=_RUNNER_PREFIX))
     return _runners[0].submit(fn, *args).result()
+
+
+os.register_at_fork(after_in_child=_runners.clear)  # a forked child has none of the parent's threads
 
 
 class _Library:

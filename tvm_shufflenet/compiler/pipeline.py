@@ -15,6 +15,7 @@ from .fallback import ScheduleFallback
 from .fold_batchnorm import FoldBatchNorm
 from .fuse_conv import FuseConv
 from .lower import ApplyTemplates, DeciderFactory
+from .reshape import CollapseReshapes
 from .shuffle import FoldChannelShuffle
 
 __all__ = ["PIPELINES", "graph_passes", "lower", "build_lowered", "compile_module"]
@@ -52,7 +53,7 @@ def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFa
     else:
         passes = (
             graph_passes()
-            + [ApplyTemplates(target, decide)]
+            + [ApplyTemplates(target, decide), CollapseReshapes()]
             + rp.library_dispatch_passes(target)
             + rp.legalize_passes(target)
             + ([ScheduleFallback(target, decide)] if fallback and target.kind.name != "cuda" else [])
