@@ -121,6 +121,14 @@ def _library(net: G.GuidelineNet, spec: Any, cfg: GuidelineConfig) -> tuple[Path
     return path, record, weights
 
 
+def _run_remote(path: Path, x: np.ndarray, cfg: GuidelineConfig) -> tuple[np.ndarray, list[float], int]:
+    from .rpc.board import connect, run_library
+
+    session = connect(cfg.address)
+    res = run_library(session, path, x, repeat=cfg.repeat, min_repeat_ms=50, warmup=2, threads=cfg.threads)
+    return res.output, res.repeats_ms, res.threads
+
+
 def _measure_group(items: list[tuple[Path, np.ndarray]], cfg: GuidelineConfig, device: str) -> list[tuple[np.ndarray, list[float], int]]:
     """``(output, samples ms, threads)`` per library of one table column.
 
@@ -129,16 +137,12 @@ def _measure_group(items: list[tuple[Path, np.ndarray]], cfg: GuidelineConfig, d
     after the other (a session per upload).
     """
     if cfg.address is not None:
-        from .rpc.board import connect, release, run_library
+        import gc
 
         results = []
         for path, x in items:
-            session = connect(cfg.address)
-            try:
-                res = run_library(session, path, x, repeat=cfg.repeat, min_repeat_ms=50, warmup=2, threads=cfg.threads)
-            finally:
-                release(session)
-            results.append((res.output, res.repeats_ms, res.threads))
+            results.append(_run_remote(path, x, cfg))
+            gc.collect()  # the session's reference cycles: its board goes back to the tracker before the next
         return results
     import tvm
 
@@ -224,6 +228,10 @@ def run(cfg: GuidelineConfig, progress: Callable[[str], None] = print) -> dict[s
                 if cfg.json_out:
                     write_json_atomic(cfg.json_out, result)
             bar.update(len(nets))
+    for g, section in result["guidelines"].items():  # also after a resumed run: the verdict's rules may be newer
+        section.update(verdict(g, section["rows"]))
+    if cfg.json_out:
+        write_json_atomic(cfg.json_out, result)
     return result
 
 
@@ -231,7 +239,7 @@ def verdict(guideline: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Does the paper's ordering hold at every width measured: its fastest row fastest, its slowest slowest
     (within ``NOISE``)? Also the factor fastest/slowest, measured and in the paper."""
     fast, slow, _ = CLAIMS[guideline]
-    widths, factors, paper_factors, holds = [], [], [], True
+    widths, factors, paper_factors, holds, fastest, slowest = [], [], [], True, [], []
     for width in dict.fromkeys(r["width"] for r in rows):
         cells = {r["config"]: r for r in rows if r["width"] == width}
         if len(cells) < len(G.TABLES[guideline]):
@@ -241,9 +249,12 @@ def verdict(guideline: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         slowest_ok = speeds[slow] <= (1 + NOISE) * min(speeds.values())
         holds = holds and fastest_ok and slowest_ok
         widths.append(width)
+        fastest.append(max(speeds, key=speeds.get))
+        slowest.append(min(speeds, key=speeds.get))
         factors.append(round(speeds[fast] / speeds[slow], 3))
         paper_factors.append(round(cells[fast]["paper"] / cells[slow]["paper"], 3))
-    return {"holds": holds if widths else None, "widths": widths, "factor": factors, "paper_factor": paper_factors}
+    return {"holds": holds if widths else None, "widths": widths, "factor": factors, "paper_factor": paper_factors,
+            "fastest": fastest, "slowest": slowest}
 
 
 def _channels_text(guideline: str, ch: dict[str, Any]) -> str:
@@ -273,7 +284,9 @@ def table(guideline: str, section: dict[str, Any], markdown: bool = False) -> st
     verdict_line = (f"{guideline.upper()}: {section['claim']}: "
                     + ("holds" if v else "does not hold" if v is not None else "not measured at every row")
                     + (f" here (fastest/slowest {', '.join(f'{f:.2f}x' for f in section['factor'])}; paper, {platform_name}: "
-                       f"{', '.join(f'{f:.2f}x' for f in section['paper_factor'])})" if section.get("factor") else ""))
+                       f"{', '.join(f'{f:.2f}x' for f in section['paper_factor'])})" if section.get("factor") else "")
+                    + (f"; fastest here: {', '.join(section['fastest'])}; slowest: {', '.join(section['slowest'])}"
+                       if section.get("fastest") else ""))
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(line) + " |" for line in lines]
