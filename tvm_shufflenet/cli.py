@@ -619,18 +619,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     from .benchmarks import compare as _compare
-
-    p = sub.add_parser("compare", help="this project vs stock TVM, ONNX Runtime and PyTorch on this machine, side by side (benchmarks/compare.py)",
-                       description=_compare.__doc__.split("\n\n")[0])
-    _compare.add_arguments(p)
-    p.set_defaults(func=cmd_compare)
-
+    from .benchmarks import concurrency as _concurrency
     from .benchmarks import convergence as _convergence
 
-    p = sub.add_parser("convergence", help="whole-model latency estimate against trials and minutes of tuning runs (plot)",
-                       description=_convergence.__doc__.split("\n\n")[0])
-    _convergence.add_arguments(p)
-    p.set_defaults(func=cmd_convergence)
+    for name, module, func, help_text in (
+        ("compare", _compare, cmd_compare, "this project vs stock TVM, ONNX Runtime, OpenVINO and PyTorch on this machine, side by side (benchmarks/compare.py)"),
+        ("convergence", _convergence, cmd_convergence, "whole-model latency estimate against trials and minutes of tuning runs (plot)"),
+        ("concurrency", _concurrency, cmd_concurrency, "throughput of one loaded model called from 1, 2, 4... threads (benchmarks/concurrency.py)"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
+        module.add_arguments(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("guidelines", help="the ShuffleNet V2 paper's guideline experiments G1-G4 (Tables 1-4), measured on a target",
                        description="Build each benchmark network of the paper's Tables 1-4 (10 blocks at 56x56, FLOPs equal "
@@ -649,16 +648,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: every CPU here; on a board its runtime's choice)")
     p.add_argument("--build-dir", default="build/guidelines", help="where compiled networks are cached")
     add_tuning_options(p)
-    p.add_argument("--json", help="write results here, after every network; an existing file is resumed")
+    p.add_argument("--json", help="write results here, after every table column; an existing file is resumed")
     p.add_argument("--plot", help="folder for one chart per guideline and index.md")
     p.set_defaults(func=cmd_guidelines)
-
-    from .benchmarks import concurrency as _concurrency
-
-    p = sub.add_parser("concurrency", help="throughput of one loaded model called from 1, 2, 4... threads (benchmarks/concurrency.py)",
-                       description=_concurrency.__doc__.split("\n\n")[0])
-    _concurrency.add_arguments(p)
-    p.set_defaults(func=cmd_concurrency)
 
     p = sub.add_parser("report", help="tables and latency-vs-MFLOPs plots from bench records")
     p.add_argument("results", nargs="+", help="JSON files written by bench -o")

@@ -3,7 +3,7 @@
 Every cell of the paper's Tables 1-4 (:mod:`tvm_shufflenet.models.guidelines`) is compiled with the project's
 pipeline (tuned where a tuning log applies), checked against PyTorch running the same network on the same
 input, and timed on this CPU, on a board over RPC, or on a CUDA GPU. Results go to a JSON file rewritten
-after each cell (a rerun resumes), tables in the paper's layout beside the paper's numbers, a verdict per
+after each table column (a rerun resumes), tables in the paper's layout beside the paper's numbers, a verdict per
 guideline, one chart per guideline and a markdown report.
 """
 
