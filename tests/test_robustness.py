@@ -167,6 +167,8 @@ def _error_lines(capsys) -> list[str]:
     (["bench", "shufflenet_v2_x0_5", "--rpc", "127.0.0.1:1"], 2, "cannot reach the RPC server at 127.0.0.1:1"),
     (["bench", "shufflenet_v2_x0_5", "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "k"], 2, "cannot reach the RPC tracker at 127.0.0.1:1"),
     (["bench", "shufflenet_v2_x0_5", "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "k", "--target", "rpi4"], 2, "cannot reach the RPC tracker"),
+    (["guidelines", "g1", "--target", "rpi4"], 2, "builds aarch64 code, this machine is x86_64"),
+    (["guidelines", "g2", "--rpc", "127.0.0.1:1", "--target", "rpi4"], 2, "cannot reach the RPC server"),
 ])
 def test_cli_errors_are_one_line(args, code, message, tmp_path, small_host_lib, capsys):
     (tmp_path / "notes.txt").write_text("not an image, not records\n")

@@ -14,7 +14,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -168,18 +168,22 @@ def _board(cfg: GuidelineConfig) -> tuple[str, bool]:
     return str(cfg.address), is_emulated(cfg.address)
 
 
-def run(cfg: GuidelineConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: GuidelineConfig) -> dict[str, Any]:
     """Measure every cell of ``cfg.guidelines``; returns (and keeps writing) the JSON record."""
     from tqdm import tqdm
 
     from .bench.records import write_json_atomic
     from .counting import count
+    from .elf import host_machine
     from .rpc.board import check_reachable
     from .targets import resolve
 
     spec = resolve(cfg.target, cfg.cuda_arch)
     if cfg.address is not None:
         check_reachable(cfg.address)
+    elif spec.elf_machine != host_machine():
+        raise UserError(f"target {cfg.target} builds {spec.elf_machine} code, this machine is {host_machine()}: measure it on a "
+                        "board with --rpc-tracker HOST:PORT --rpc-key KEY or --rpc HOST:PORT")
     board, emulated = _board(cfg)
     result: dict[str, Any] = {"target": spec.key, "board": board, "emulated": emulated, "batch": cfg.batch, "guidelines": {}}
     if cfg.json_out and cfg.json_out.exists():
