@@ -324,12 +324,27 @@ def cmd_board(args: argparse.Namespace) -> int:
     return 0
 
 
+def _board_address(args: argparse.Namespace):
+    """The board of ``--rpc-tracker``/``--rpc-key``/``--rpc``, or ``None`` for this machine."""
+    if not (args.rpc_tracker or args.rpc):
+        return None
+    from .rpc.board import BoardAddress
+
+    return BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
+
+
+def add_board_options(p: argparse.ArgumentParser, tracker_help: str) -> None:
+    """``--rpc-tracker``, ``--rpc-key`` and ``--rpc``: where a board is (see :func:`_board_address`)."""
+    p.add_argument("--rpc-tracker", help=tracker_help)
+    p.add_argument("--rpc-key", help="the boards' key at the tracker (with --rpc: the server's --key, if it was started with one)")
+    p.add_argument("--rpc", help="HOST:PORT of one RPC server (no tracker)")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.runner import BenchConfig, bench
-    from .rpc.board import BoardAddress
     from .targets import resolve
 
-    address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc) if (args.rpc or args.rpc_tracker) else None
+    address = _board_address(args)
     board_arch = args.board_arch or (resolve(args.target).elf_machine if args.target else None)
     if address is None and args.target is None:
         args.target = "host"
@@ -366,11 +381,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile
 
-    address = None
-    if args.rpc_tracker or args.rpc:
-        from .rpc.board import BoardAddress
-
-        address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
+    address = _board_address(args)
     result = profile(args.model, args.target, pipeline=args.pipeline, input_size=args.input_size, weights=args.weights,
                      address=address, repeat=args.repeat, threads=args.threads, progress=True, tuning=tuning_choice(args))
     where = "" if address is None else f" on {address}"
@@ -431,11 +442,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_guidelines(args: argparse.Namespace) -> int:
     from . import guidelines as gl
 
-    address = None
-    if args.rpc_tracker or args.rpc:
-        from .rpc.board import BoardAddress
-
-        address = BoardAddress.parse(args.rpc_tracker, args.rpc_key, args.rpc)
+    address = _board_address(args)
     which = ["g1", "g2", "g3", "g4"] if args.which == "all" else [args.which]
     if args.batch < 1 or args.repeat < 1:
         raise UserError("--batch and --repeat must be at least 1")
@@ -559,9 +566,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time models or libraries locally or on boards over RPC, checking outputs")
     p.add_argument("items", nargs="+", help="model names (compiled for --target) or built .so libraries")
     p.add_argument("--target", "-t", help="target to compile model names for (default host; rpi4 etc. for boards)")
-    p.add_argument("--rpc-tracker", help="HOST:PORT of the tracker")
-    p.add_argument("--rpc-key", help="the boards' key at the tracker (with --rpc: the server's --key, if it was started with one)")
-    p.add_argument("--rpc", help="HOST:PORT of one RPC server (no tracker)")
+    add_board_options(p, "HOST:PORT of the tracker")
     p.add_argument("--board-arch", help="the board's machine (aarch64, arm, x86_64) when --target does not say it")
     p.add_argument("--repeat", type=int, default=50, help="timed samples (default 50)")
     p.add_argument("--number", type=int, default=1, help="runs averaged per sample (default 1)")
@@ -591,9 +596,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="templates: the knobs of schedules/ (default); generic: MetaSchedule's own space")
     p.add_argument("--work-dir", help="database and logs (default build/tune/<target key>); rerun to resume")
     p.add_argument("--threads", type=int, help="threads the kernels run with when measured (default: every CPU here)")
-    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: measure on its boards (every board under the key, in parallel)")
-    p.add_argument("--rpc-key", help="the boards' key at the tracker")
-    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    add_board_options(p, "HOST:PORT of a tracker: measure on its boards (every board under the key, in parallel)")
     p.add_argument("--input-size", type=int, help="resolution the kernels are tuned for (default 224)")
     p.add_argument("--max-kernels", type=int, help="tune only the N heaviest kernels (calls x FLOPs)")
     p.add_argument("--per-iter", type=int, default=16, help="candidates measured per kernel per round (default 16)")
@@ -611,9 +614,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file (default seeded)")
     p.add_argument("--repeat", type=int, default=5, help="timed samples per kernel (default 5, each at least 20 ms)")
     p.add_argument("--threads", type=int, help="CPU threads for kernels (default: every CPU here; on a board: its runtime's choice), printed")
-    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: profile on a board")
-    p.add_argument("--rpc-key", help="the board key at the tracker")
-    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    add_board_options(p, "HOST:PORT of a tracker: profile on a board")
     p.add_argument("--kernels", action="store_true", help="also print every kernel, slowest first")
     p.add_argument("--json", help="write {model, target, total_ms, kernels: [{name, category, calls, time_ms}]} here")
     p.set_defaults(func=cmd_profile)
@@ -639,9 +640,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("which", nargs="?", default="all", choices=["g1", "g2", "g3", "g4", "all"], help="which guideline (default all)")
     p.add_argument("--target", "-t", default="host", help="host, cuda, or a board preset with --rpc-* (default host)")
     p.add_argument("--cuda-arch", help="SM arch with --target cuda")
-    p.add_argument("--rpc-tracker", help="HOST:PORT of a tracker: measure on a board")
-    p.add_argument("--rpc-key", help="the boards' key at the tracker")
-    p.add_argument("--rpc", help="HOST:PORT of one RPC server")
+    add_board_options(p, "HOST:PORT of a tracker: measure on a board")
     p.add_argument("--batch", type=int, default=1, help="batch size (the paper: 1 on ARM, 8 on GPU; default 1)")
     p.add_argument("--repeat", type=int, default=10, help="timed samples per network, each at least 50 ms (default 10)")
     p.add_argument("--widths", type=int, default=3, choices=[1, 2, 3], help="measure the first N of each table's three widths (default 3)")

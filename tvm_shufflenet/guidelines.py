@@ -106,9 +106,8 @@ def _library(net: G.GuidelineNet, spec: Any, cfg: GuidelineConfig) -> tuple[Path
     mod, params, shape = net.to_relax(batch=cfg.batch)
     weights = _weights(params)
     applied = applied_log(spec, cfg.tuning)
-    tuned = hashlib.sha256(json.dumps(applied.log, sort_keys=True).encode()).hexdigest()[:10] if applied.log else "untuned"
     tag = hashlib.sha256(f"{net.name}|{json.dumps(net.channels, sort_keys=True)}|{shape}".encode()).hexdigest()[:12]
-    path = cfg.build_dir / spec.key / f"{net.guideline}_{tag}_{tuned}.so"
+    path = cfg.build_dir / spec.key / f"{net.guideline}_{tag}_{applied.tag}.so"
     if path.exists():
         try:
             return path, read_metadata(path)[1], weights

@@ -60,17 +60,12 @@ class Job:
 
 
 def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None, input_size: int | None, seed: int, num_classes: int = 1000) -> Path:
-    import hashlib
-    import json
-
     from ..build import applied_log, build
     from ..targets import resolve
 
     spec = resolve(target)
     applied = applied_log(spec, cfg.tuning if cfg.pipeline == "shufflenet" else "none")
-    # a library built under another tuning log is another library
-    tuned = hashlib.sha256(json.dumps(applied.log, sort_keys=True).encode()).hexdigest()[:10] if applied.log else "untuned"
-    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}_{tuned}"
+    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}_{applied.tag}"
     path = cfg.build_dir / spec.key / f"{tag}.so"
     if path.exists():
         try:

@@ -71,6 +71,16 @@ class AppliedLog:
     def name(self) -> str | None:
         return self.path.name if self.path else None
 
+    @property
+    def tag(self) -> str:
+        """A short digest of the log's content (``untuned`` without one): libraries built under another log
+        are other libraries, so build caches key on it."""
+        if not self.log:
+            return "untuned"
+        import hashlib
+
+        return hashlib.sha256(json.dumps(self.log, sort_keys=True).encode()).hexdigest()[:10]
+
     def to_json(self) -> dict[str, Any]:
         return {"file": self.name, "how": self.how, "target_key": (self.log or {}).get("target_key"),
                 "kernels": len((self.log or {}).get("kernels", {})) + len((self.log or {}).get("traces", {}))}
