@@ -169,25 +169,34 @@ class DefaultDecider(Decider):
 
 @dataclass
 class FixedDecider(Decider):
-    """Decisions from a tuning record; knobs the record lacks (or values no longer valid) get the default."""
+    """Decisions from a tuning record; knobs the record lacks (or values no longer valid) get the default.
+
+    ``stale`` says that happened for a knob with a choice: the record was made by an older template, and
+    its values were measured only together, so the caller builds with the defaults instead.
+    """
 
     values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
+        self.stale = False
 
     def _variant(self, knob: Knob, candidates: list[str], default: str) -> str:
         v = self.values.get(knob.name, default)
         return v if v in candidates else super()._variant(knob, candidates, default)
 
     def _choose(self, knob: Knob, candidates: list[int], default: int) -> Any:
-        v = self.values.get(knob.name, default)
-        return v if v in candidates else default
+        v = self.values.get(knob.name)
+        if v in candidates:
+            return v
+        self.stale |= len(candidates) > 1
+        return default
 
     def _tile(self, sch: Any, loop: Any, knob: Knob, n: int, max_innermost: int, default: list[int], extent: int) -> list[Any]:
         v = self.values.get(knob.name)
         if _valid_tile(v, n, max_innermost, extent):
             return list(v)
+        self.stale = True
         return super()._tile(sch, loop, knob, n, max_innermost, default, extent)
 
 

@@ -15,7 +15,7 @@ from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, family_of
 __all__ = ["PoolSpec", "KNOBS", "workload", "schedule", "kernel"]
 
 KNOBS = {
-    "pool.vec": Knob("pool.vec", "choice", "output columns per vector (divisors of the output width)"),
+    "pool.vec": Knob("pool.vec", "choice", "output columns per vector (divisors of the output width, up to two machine vectors)"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -113,7 +113,7 @@ def schedule(sch: Any, spec: PoolSpec, target: Any, decide: Decider) -> dict[str
         sch.parallel(sch.fuse(*sch.get_loops(pool)[:2]))
         sch.reverse_compute_at(outb, sch.get_loops(pool)[0])
     else:
-        vec = window_vec(decide, KNOBS["pool.vec"], spec.ow, fam.vector_lanes)
+        vec = window_vec(decide, KNOBS["pool.vec"], spec.ow, fam.vector_lanes, spec.stride)
         schedule_window(sch, pool, outb, sch.get_sblock("pad"), vec, fam.vector_lanes)
     return dict(decide.decisions)
 

@@ -22,7 +22,9 @@ def torch_conv(spec: ConvSpec, x, w, b, res, passes):
     flat = spec.kind == "pointwise"
     xin = torch.from_numpy(x).reshape(spec.n, spec.cin_src, spec.h, spec.w)
     xin = xin[:, (spec.in_map or ChannelMap.identity(spec.cin)).table(spec.cin)]
-    w = w[:, : spec.cout].T if flat else w[: spec.cout]
+    if flat:  # (Cout/B, Cin/groups, B) blocks back to (Cout, Cin/groups)
+        w = w.transpose(0, 2, 1).reshape(-1, w.shape[1])
+    w = w[: spec.cout]
     wt = torch.from_numpy(np.ascontiguousarray(w)).reshape(spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)
     y = torch.nn.functional.conv2d(xin, wt, torch.from_numpy(b[: spec.cout]), spec.stride, spec.pad[0], 1, spec.groups)
     y = ACTS[spec.act](y)
@@ -48,13 +50,13 @@ def run_conv(spec: ConvSpec, target=HOST, decider=None):
     sp = (spec.h * spec.w,) if flat else (spec.h, spec.w)
     osp = (spec.h * spec.w,) if flat else (spec.oh, spec.ow)
     x = rng.standard_normal((spec.n, spec.cin_src, *sp)).astype("float32")
-    wshape = {"pointwise": (spec.cin // spec.groups, cpad), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
+    blk = conv2d.weight_block(family_of(target))
+    wshape = {"pointwise": (cpad, spec.cin // spec.groups), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
         spec.kind, (cpad, spec.cin // spec.groups, spec.kh, spec.kw))
     w = rng.standard_normal(wshape).astype("float32")
+    w[spec.cout:] = 0
     if flat:
-        w[:, spec.cout:] = 0
-    else:
-        w[spec.cout:] = 0
+        w = conv2d.pack_pointwise_weight(w[: spec.cout], cpad, blk)
     b = rng.standard_normal(cpad).astype("float32")
     res = rng.standard_normal((spec.n, spec.cout, *osp)).astype("float32") if spec.residual else None
     passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
@@ -73,6 +75,8 @@ CASES = {
     "pointwise writing shuffled + passthrough": ConvSpec(1, 58, 58, 28, 28, 58, 1, 1, act="relu", placement=SHUFFLE_PLACEMENT),
     "pointwise 7x7 (ragged vectors)": ConvSpec(1, 232, 232, 7, 7, 232, 1, 1, act="relu"),
     "pointwise group conv (V1, g=3)": ConvSpec(1, 240, 240, 28, 28, 60, 1, 1, groups=3, act="relu"),
+    "pointwise group conv of whole-vector groups, reading a shuffle (V1, g=3)": ConvSpec(
+        1, 60, 60, 14, 14, 240, 1, 1, groups=3, act="relu", in_map=ChannelMap(3, 20, 1, 0)),
     "pointwise residual + relu": ConvSpec(1, 64, 64, 14, 14, 64, 1, 1, residual=True, post_act="relu"),
     "pointwise hswish": ConvSpec(1, 40, 40, 14, 14, 120, 1, 1, act="hswish"),
     "depthwise 3x3 s1": ConvSpec(1, 58, 58, 28, 28, 58, 3, 3, 1, (1, 1, 1, 1), 58),
@@ -91,12 +95,25 @@ def test_conv_template_matches_pytorch(case):
     assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
 
 
+def test_group_convs_of_whole_vectors_take_channel_vectors():
+    """Each group's 80 output channels are whole vectors: channel tiles inside one group, every tile shape."""
+    spec = CASES["pointwise group conv of whole-vector groups, reading a shuffle (V1, g=3)"]
+    assert conv2d.default_variant(spec, family_of(HOST)) == "channels"
+    assert conv2d.default_variant(CASES["pointwise group conv (V1, g=3)"], family_of(HOST)) == "pixels"  # 20 per group
+    for cv in [d for d in (1, 2, 3, 4) if (80 // family_of(HOST).vector_lanes) % d == 0]:
+        values = {"pw.axis": "channels", "pw.c_vectors": cv, "pw.k_block": 20, "pw.pixels": [7, 7, 4]}
+        got, want, knobs = run_conv(spec, decider=FixedDecider(values))
+        assert knobs["pw.axis"] == "channels" and knobs["pw.c_vectors"] == cv
+        assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
+
+
 @pytest.mark.parametrize("values", [
     {"pw.axis": "pixels", "pw.co_tile": 1, "pw.p_split": [98, 8]},
     {"pw.axis": "pixels", "pw.co_tile": 4, "pw.p_split": [7, 112]},  # past 4 vectors: the default split
     {"pw.axis": "pixels", "pw.co_tile": 16, "pw.p_split": [28, 28]},
-    {"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 7},
-    {"pw.axis": "channels", "pw.c_vectors": 2, "pw.p_tile": 16},
+    {"pw.axis": "channels", "pw.c_vectors": 1, "pw.k_block": 29, "pw.pixels": [4, 28, 7]},
+    {"pw.axis": "channels", "pw.c_vectors": 2, "pw.k_block": 58, "pw.pixels": [1, 49, 16]},
+    {"pw.axis": "channels", "pw.c_vectors": 4, "pw.k_block": 58, "pw.pixels": [49, 2, 8]},
 ])
 def test_pointwise_knob_values_are_correct(values):
     """Every variant and tile of the pointwise template computes the same conv; invalid values fall back."""
@@ -184,15 +201,25 @@ def test_tuning_log_is_applied(tmp_path, monkeypatch):
     lowered = lower(src.mod, spec.tvm_target())
     kernels = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
                for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
-    key = next(k for k, v in kernels.items() if k.startswith("conv2d:") and v.get("pw.axis") == "pixels")
+    key = next(k for k, v in kernels.items() if k.startswith("conv2d:") and v.get("pw.axis") == "channels"
+               and 4 <= json.loads(k.split(":", 1)[1])["cin"] <= 256)
+    kspec = json.loads(key.split(":", 1)[1])
     monkeypatch.setenv("TVM_SHUFFLENET_TUNING_LOGS", str(tmp_path))
-    record_knobs = {"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 4}
+    record_knobs = {"pw.axis": "channels", "pw.c_vectors": 1, "pw.k_block": kspec["cin"],
+                    "pw.pixels": [kspec["h"] * kspec["w"], 1, 1]}
+    assert record_knobs != kernels[key]
+
+    def lowered_knobs(records):
+        from tvm_shufflenet.compiler.tuning import decider_factory
+
+        tuned = lower(src.mod, spec.tvm_target(), decide=decider_factory({"kernels": {key: records}}))
+        return {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
+                for f in tuned.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
+
+    assert lowered_knobs(record_knobs)[key] == record_knobs
+    # a record of an older template (a knob it lacks) is not half-applied: the defaults instead
+    assert lowered_knobs({"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 4})[key] == kernels[key]
     (tmp_path / f"{spec.key}.json").write_text(json.dumps({"target_key": spec.key, "kernels": {key: record_knobs}}))
-    tuned = lower(src.mod, spec.tvm_target(), decide=__import__("tvm_shufflenet.compiler.tuning", fromlist=["x"]).decider_factory(
-        json.loads((tmp_path / f"{spec.key}.json").read_text())))
-    after = {str(f.attrs["tvm_shufflenet.kernel"]): json.loads(str(f.attrs["tvm_shufflenet.knobs"]))
-             for f in tuned.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and "tvm_shufflenet.kernel" in f.attrs.keys()}
-    assert after[key] == record_knobs
     lib = tmp_path / "tuned.so"
     record = build("shufflenet_v2_x0_5", "host", lib, input_size=64)
     assert record["tuning_log"]["file"] == f"{spec.key}.json" and record["tuning_log"]["how"] == "exact"

@@ -99,8 +99,16 @@ def test_short_tune_writes_a_log_that_compile_applies(tmp_path, monkeypatch, cap
     work, log = tmp_path / "work", tmp_path / "logs" / f"{HOST.key}.json"
     args = ["tune", "shufflenet_v2_x0_5", "--input-size", "64", "--trials", "8", "--per-iter", "4", "--max-kernels", "2",
             "--threads", "2", "--work-dir", str(work)]
+    # records of kernels this run does not touch: one of today's template (kept), one of an older pointwise
+    # template (knobs it no longer has: dropped, so the log says what builds)
+    old_spec, kept_spec = (ConvSpec(1, 116, 116, 14, 14, 116, 1, 1, act=a) for a in ("relu", None))
+    old_key, kept_key = f"conv2d:{old_spec.to_json()}", f"conv2d:{kept_spec.to_json()}"
+    kept = {"pw.axis": "pixels", "pw.co_tile": 4, "pw.p_split": [14, 14]}
+    log.parent.mkdir(parents=True)
+    _log(log, HOST.key, "x86-avx2", {old_key: {"pw.axis": "channels", "pw.c_vectors": 1, "pw.p_tile": 4}, kept_key: kept})
     assert main(args) == 0
     data = json.loads(log.read_text())
+    assert old_key not in data["kernels"] and data["kernels"][kept_key] == kept
     assert data["target_key"] == HOST.key and data["made_by"]["command"].startswith("tvm-shufflenet tune shufflenet_v2_x0_5")
     assert data["made_by"]["trials"] == 8 and data["made_by"]["tvm_version"] == tvm.__version__
     assert len(data["measured"]) == 2 and all(v["applied"] in ("tuned", "default") for v in data["measured"].values())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..schedules import conv2d, dense, pool
-from ..schedules.knobs import Decider, DefaultDecider
+from ..schedules.knobs import Decider, DefaultDecider, family_of
 from .fuse_conv import conv_call
 from .graph import DROP, KEEP, Graph, const_of, const_through, op_name, rebuild, shape_of
 
@@ -48,7 +48,10 @@ def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[
             return apply_trace_json(func, trace), rows, {"trace": True}
         except Exception:  # noqa: BLE001 - a trace from another TVM version: the template instead
             pass
-    made = module.kernel(spec, target, decide(name, spec_json))
+    decider = decide(name, spec_json)
+    made = module.kernel(spec, target, decider)
+    if getattr(decider, "stale", False):  # a record of an older template: the defaults, not half of it
+        made = module.kernel(spec, target, DefaultDecider())
     return (made[0], None, made[1]) if len(made) == 2 else made
 
 
@@ -95,8 +98,8 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     func, cpad, knobs = _kernel("conv2d", spec, target, decide)
     w = const_of(args[1])
     bias = const_of(args[2]) if spec.bias else None
-    if spec.kind == "pointwise":  # the template reads (Cin/groups, Cout): channel vectors are contiguous
-        w = np.ascontiguousarray(_pad_rows(w.reshape(w.shape[0], -1), cpad).T)
+    if spec.kind == "pointwise":  # the template reads (Cout/B, Cin/groups, B) blocks
+        w = conv2d.pack_pointwise_weight(w, cpad, conv2d.weight_block(family_of(target)))
     else:
         w = _pad_rows(w, cpad)
     new_args = [args[0], relax.const(w)]

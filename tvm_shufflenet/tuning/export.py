@@ -125,19 +125,27 @@ def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, thr
         from ..rpc.board import connect
 
         session = connect(address, wait_timeout=120)
-    summary: dict[str, Any] = {"kept": 0, "default_faster": 0, "mismatch": 0, "unmeasured": 0}
+    summary: dict[str, Any] = {"kept": 0, "default_faster": 0, "mismatch": 0, "unmeasured": 0, "stale": 0}
+    for key in [k for k, v in kernels.items() if _stale(k, v, target)]:
+        kernels.pop(key)
+        measured.pop(key, None)
+        summary["stale"] += 1
+    if summary["stale"]:
+        echo(f"      {summary['stale']} records of an older template dropped (their kernels build with the defaults)")
     for t in tasks:
         workload = db.commit_workload(tvm.IRModule({"main": t.workload}))
         best = db.get_top_k(workload, 1)
-        if not best:
+        knobs = trace_json = None
+        if best and cfg.space == "templates" and t.template is not None:
+            knobs = trace_knobs(best[0].trace, t.template, t.spec_json, target)
+        elif best:
+            trace_json = tvm.ir.save_json(best[0].trace.as_json())
+        elif t.key in kernels or t.key in traces:
+            # not measured this run: an earlier run's record is checked again against today's defaults
+            knobs, trace_json = kernels.get(t.key), traces.get(t.key)
+        else:
             summary["unmeasured"] += 1
             continue
-        trace = best[0].trace
-        knobs = trace_json = None
-        if cfg.space == "templates" and t.template is not None:
-            knobs = trace_knobs(trace, t.template, t.spec_json, target)
-        else:
-            trace_json = tvm.ir.save_json(trace.as_json())
         (want, t_default), (got, t_tuned) = run_kernels(
             [default_kernel(t, target), tuned_kernel(t, target, knobs, trace_json)], spec, session)
         err = float(np.abs(got - want).max()) if want.size else 0.0
@@ -185,9 +193,27 @@ def export_log(cfg: Any, spec: Any, address: Any, tasks: list[Any], db: Any, thr
                    for k, v in measured.items() if k in {t.key for t in tasks}) / 1e3
     summary.update(default_ms=round(default_ms, 3), tuned_ms=round(tuned_ms, 3))
     echo(f"      {path}: {summary['kept']} kernels tuned, {summary['default_faster']} keep their defaults, "
-         f"{summary['mismatch']} mismatched, {summary['unmeasured']} unmeasured; kernels alone sum to "
+         f"{summary['mismatch']} mismatched, {summary['unmeasured']} unmeasured, {summary['stale']} stale records "
+         f"dropped; kernels alone sum to "
          f"{default_ms:.3f} ms untuned -> {tuned_ms:.3f} ms tuned per inference")
     return path, summary
+
+
+def _stale(key: str, knobs: dict[str, Any], target: Any) -> bool:
+    """A template record its template no longer takes whole (a knob it lacks, a value out of range)."""
+    from tvm.s_tir import Schedule
+
+    from ..schedules import FixedDecider, template
+
+    name, _, spec_json = key.partition(":")
+    try:
+        tpl = template(name)
+        spec = tpl.parse(spec_json)
+        decider = FixedDecider(dict(knobs))
+        tpl.schedule(Schedule(tpl.workload(spec, target)), spec, target, decider)
+    except Exception:  # noqa: BLE001 - a record no template of today can read
+        return True
+    return decider.stale
 
 
 def _machine(address: Any) -> str:
