@@ -175,8 +175,9 @@ class ConvSpec:
 
 
 KNOBS = {
-    "pw.axis": Knob("pw.axis", "variant", "pointwise: vectors over pixels (`pixels`) or over output channels "
-                    "(`channels`, for maps whose pixel count is no multiple of the vector width: 14x14, 7x7)"),
+    "pw.axis": Knob("pw.axis", "variant", "pointwise: vectors over output channels, input channels blocked "
+                    "(`channels`: the default) or over pixels (`pixels`: group convs whose groups are not whole "
+                    "vectors)"),
     "pw.co_tile": Knob("pw.co_tile", "choice", "pixels: output channels per register tile (divisors of the "
                        "padded rows, up to 16)"),
     "pw.p_split": Knob("pw.p_split", "tile", "pixels: H*W split as (tiles, pixels per tile); a tile's pixels are "
