@@ -565,7 +565,7 @@ def schedule_window(sch: Any, acc: Any, out: Any, pad: Any, vec: Any, lanes: int
 def window_vec(decide: Decider, knob: Knob, ow: int, lanes: int, stride: int = 1) -> Any:
     """The ``dw.vec`` / ``pool.vec`` decision: a divisor of the output width, at most two vectors.
 
-    Default: whole vectors where a multiple of the width divides the row (16 or 8 on AVX2), else, at stride 1,
+    Default: whole vectors where some divide the row (16 or 8 lanes on AVX2), else, at stride 1,
     the widest divisor up to two vectors (14 on 14- and 28-wide rows: LLVM splits a 14-lane vector as 8 + 4 +
     2, a 7-lane one as 4 + 2 + 1; about 10% faster measured), else the widest up to one vector (strided rows
     read two input vectors per output vector: 14 lanes ran slower than 7 at stride 2)."""
