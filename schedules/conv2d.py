@@ -315,8 +315,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     if kind == "depthwise":
         wt = te.placeholder((spec.cout, 1, spec.kh, spec.kw), dt, name="weight")
     elif kind == "pointwise":  # (Cout/B, Cin/groups, B): a tile's channel vectors stream in k order
-        blk = wblock
-        wt = te.placeholder((cpad // blk, cin_g, blk), dt, name="weight")
+        wt = te.placeholder((cpad // wblock, cin_g, wblock), dt, name="weight")
     else:
         wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), dt, name="weight")
     inputs.append(wt)
@@ -337,7 +336,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         k = te.reduce_axis((0, cin_g), name="k")
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
-            lambda n, c, p: te.sum(x[n, src_channel(c, k), p] * wt[c // blk, k, c % blk], axis=k),
+            lambda n, c, p: te.sum(x[n, src_channel(c, k), p] * wt[c // wblock, k, c % wblock], axis=k),
             name="conv",
         )
     else:
@@ -471,11 +470,7 @@ def _channels_defaults(spec: ConvSpec, fam: Family, cpad: int, cands: dict[str, 
     kb = max(kbs) if kbs and max(kbs) >= 16 else (cin_g if cin_g <= 256 else max(kbs or [4]))
     co_tiles = cpad // (cv * lanes)
     chunks = [m for m in divisors(hw // pp) if m * pp * cv * lanes * 4 <= 16384] or [1]
-    m = max(chunks)
-    for cand in sorted(chunks, reverse=True):
-        m = cand
-        if co_tiles * (hw // (cand * pp)) >= 16:
-            break
+    m = next((c for c in sorted(chunks, reverse=True) if co_tiles * (hw // (c * pp)) >= 16), min(chunks))
     return {"pw.c_vectors": cv, "pw.k_block": kb, "pw.pixels": [hw // (m * pp), m, pp]}
 
 
