@@ -21,6 +21,11 @@ dense          KxK, any groups (the first conv)                     register-til
                                                                     ``dense.co_tile``, ``dense.ow_split``
 =============  ==================================================  =====================================
 
+``block`` = B (the vector width; :func:`blockable` convs, chosen by the lowering pass) makes data, residual and
+output NCHW{B}c: a channel block of one vector innermost. The pointwise kernel is then the ``channels`` variant
+with whole-vector stores (and, with ``in_scale``, an SE gate folded into its input reads); the depthwise kernel
+is a register tile of ``dw.cols`` output columns x one channel vector, its padding inlined.
+
 On CUDA every kind uses one template: output elements over ``gpu.threads`` threads per block.
 """
 
@@ -130,6 +135,8 @@ class ConvSpec:
     post_act: str | None = None
     placement: Placement | None = None
     dtype: str = "float32"
+    block: int = 0  # 0: NCHW; B: data, residual and output NCHW{B}c (channel blocks of one vector)
+    in_scale: bool = False  # NCHW{B}c pointwise only: input channels scaled by an (N, Cin) input (an SE gate)
 
     @property
     def oh(self) -> int:
@@ -156,7 +163,11 @@ class ConvSpec:
         return self.n * self.cout * self.oh * self.ow * (self.cin // self.groups) * self.kh * self.kw
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        for key in ("block", "in_scale"):  # NCHW kernels keep the keys their tuning records were made with
+            if not d[key]:
+                d.pop(key)
+        return json.dumps(d, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> "ConvSpec":
@@ -189,6 +200,8 @@ KNOBS = {
                        "Cin/groups from 4 to 256)"),
     "dw.vec": Knob("dw.vec", "choice", "depthwise: output columns per vector (divisors of the width, up to two "
                    "machine vectors)"),
+    "dw.cols": Knob("dw.cols", "choice", "depthwise NCHW{B}c: output columns per register tile (divisors of "
+                    "the width, up to 8)"),
     "dense.co_tile": Knob("dense.co_tile", "choice", "dense: output channels per register tile (up to 16)"),
     "dense.ow_split": Knob("dense.ow_split", "tile", "dense: output width split as (tiles, columns per tile: up to "
                            "4 machine vectors)"),
@@ -242,7 +255,7 @@ def padded_cout(spec: ConvSpec, fam: Family) -> int:
 
     Group convs whose groups are whole vectors are not padded: a channel vector then never straddles two
     groups, so its input row is one broadcast (:func:`_group_vectors`)."""
-    if fam.gpu or spec.kind == "depthwise" or _group_vectors(spec, fam):
+    if fam.gpu or spec.kind == "depthwise" or spec.block or _group_vectors(spec, fam):
         return spec.cout
     return padded_rows(spec.cout, fam.vector_lanes)
 
@@ -255,6 +268,8 @@ def variants(spec: ConvSpec, fam: Family) -> list[str]:
     """The structural variants of ``spec``'s template (each its own design space when tuning)."""
     if fam.gpu or spec.kind != "pointwise":
         return ["default"]
+    if spec.block:
+        return ["channels"]
     return ["pixels", "channels"] if spec.groups == 1 or _group_vectors(spec, fam) else ["pixels"]
 
 
@@ -303,6 +318,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     """
     from tvm import te, tirx
 
+    if spec.block:
+        return _compute_blocked(spec)
     kind = spec.kind if flat or spec.kind != "pointwise" else "dense"
     cpad = cout_pad or spec.cout
     dt = spec.dtype
@@ -395,6 +412,86 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
 
     out = te.compute((spec.n, pl.total, *osp_shape), out_value, name="out")
     return inputs, out
+
+
+def blockable(spec: ConvSpec, fam: Family) -> bool:
+    """Whether ``spec`` has an NCHW{B}c kernel: a plain 1x1 conv or depthwise conv (no channel map, no placed
+    output) whose channels are whole vectors, on a CPU."""
+    b = fam.vector_lanes
+    plain = spec.placement is None and (spec.in_map is None or spec.in_map.is_identity) and spec.cin_src == spec.cin
+    return (not fam.gpu and b > 1 and plain and spec.cin % b == 0 and spec.cout % b == 0
+            and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise"))
+
+
+def _compute_blocked(spec: ConvSpec):
+    """NCHW{B}c kernels (:func:`blockable`): every tensor's channels split into blocks of ``B`` innermost, so a
+    channel vector is one contiguous load or store (the layout ONNX Runtime's NCHWc kernels use). Pointwise:
+    data/residual/output ``(N, C/B, H*W, B)``, weight ``(Cout/B, Cin, B)``; depthwise: ``(N, C/B, H, W, B)``,
+    weight ``(C/B, KH, KW, B)``."""
+    from tvm import te, tirx
+
+    bl, dt, n = spec.block, spec.dtype, spec.n
+    pw = spec.kind == "pointwise"
+    sp = (spec.h * spec.w,) if pw else (spec.h, spec.w)
+    osp = (spec.h * spec.w,) if pw else (spec.oh, spec.ow)
+    x = te.placeholder((n, spec.cin // bl, *sp, bl), dt, name="data")
+    if pw:
+        wt = te.placeholder((spec.cout // bl, spec.cin, bl), dt, name="weight")
+    else:
+        wt = te.placeholder((spec.cout // bl, spec.kh, spec.kw, bl), dt, name="weight")
+    inputs = [x, wt]
+    bias = te.placeholder((spec.cout,), dt, name="bias") if spec.bias else None
+    res = te.placeholder((n, spec.cout // bl, *osp, bl), dt, name="residual") if spec.residual else None
+    scale = te.placeholder((n, spec.cin), dt, name="scale") if spec.in_scale else None
+    inputs += [t for t in (bias, res, scale) if t is not None]
+    if pw:
+        def read(nn: Any, k: Any, p: Any) -> Any:
+            v = x[nn, k // bl, p, k % bl]
+            return v * scale[nn, k] if scale is not None else v
+
+        k = te.reduce_axis((0, spec.cin), name="k")
+        conv = te.compute((n, spec.cout, spec.h * spec.w),
+                          lambda nn, c, p: te.sum(read(nn, k, p) * wt[c // bl, k, c % bl], axis=k), name="conv")
+
+        def acc(nn: Any, cb: Any, p: Any, b: Any) -> Any:
+            return conv[nn, cb * bl + b, p]
+    else:
+        t, left, bot, r = spec.pad
+        zero = tirx.const(0.0, dt)
+        xp = te.compute((n, spec.cin // bl, spec.h + t + bot, spec.w + left + r, bl),
+                        lambda nn, cb, i, j, b: tirx.if_then_else(
+                            tirx.all(i >= t, i < t + spec.h, j >= left, j < left + spec.w),
+                            x[nn, cb, i - t, j - left, b], zero), name="pad")
+        rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
+        s = spec.stride
+        conv = te.compute((n, spec.cout // bl, spec.oh, spec.ow, bl),
+                          lambda nn, cb, i, j, b: te.sum(xp[nn, cb, i * s + rh, j * s + rw, b] * wt[cb, rh, rw, b],
+                                                         axis=[rh, rw]), name="conv")
+
+        def acc(nn: Any, cb: Any, i: Any, j: Any, b: Any) -> Any:
+            return conv[nn, cb, i, j, b]
+
+    def out_value(*idx: Any) -> Any:
+        cb, b = idx[1], idx[-1]
+        v = acc(*idx)
+        if bias is not None:
+            v = v + bias[cb * bl + b]
+        v = _act(spec.act, v, dt)
+        if res is not None:
+            v = v + res[idx]
+        return _act(spec.post_act, v, dt)
+
+    out = te.compute((n, spec.cout // bl, *osp, bl), out_value, name="out")
+    return inputs, out
+
+
+def pack_depthwise_weight(w: Any, block: int) -> Any:
+    """``(C, 1, KH, KW)`` -> ``(C/B, KH, KW, B)``: a tap's weights for a channel block are one vector."""
+    import numpy as np
+
+    w = np.asarray(w)
+    c, _, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(c // block, block, kh, kw).transpose(0, 2, 3, 1))
 
 
 # ----------------------------------------------------------------------------------------------- schedules
@@ -501,6 +598,8 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
         sch.vectorize(cl)
         init = sch.decompose_reduction(conv, ko)
         _vectorize_innermost(sch, init, outer)
+        if spec.block:  # the epilogue stores whole channel vectors
+            _vectorize_innermost(sch, epi, outer)
     else:
         co_d, split_d = _pixels_defaults(spec, fam, cpad)
         # Register tiles stay small (at most 16 channels x 4 vectors): unrolled bigger ones take LLVM minutes.
@@ -591,6 +690,30 @@ def _schedule_depthwise(sch: Any, spec: ConvSpec, fam: Family, decide: Decider) 
         _schedule_placement(sch, fam.vector_lanes)
 
 
+def _schedule_depthwise_blocked(sch: Any, spec: ConvSpec, fam: Family, decide: Decider) -> None:
+    """NCHW{B}c depthwise: threads over channel blocks, the padded block plane per thread, a register tile of
+    ``dw.cols`` output columns x one channel vector (its taps' weight vectors reused across the columns)."""
+    conv, out, pad = sch.get_sblock("conv"), sch.get_sblock("out"), sch.get_sblock("pad")
+    n, cb, i, j, b, rh, rw = sch.get_loops(conv)
+    taps = spec.kh * spec.kw
+    fits = [d for d in divisors(spec.ow, 8) if d + min(taps, 9) <= fam.vector_registers] or [1]
+    cols = decide.choose(KNOBS["dw.cols"], divisors(spec.ow, 8), max(fits))
+    jo, ji = sch.split(j, [None, cols])
+    sch.reorder(n, cb, i, jo, rh, rw, ji, b)
+    outer = sch.fuse(n, cb)
+    sch.parallel(outer)
+    sch.compute_inline(pad)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, jo, preserve_unit_loops=True)
+    sch.unroll(rh)
+    sch.unroll(rw)
+    sch.unroll(ji)
+    sch.vectorize(b)
+    init = sch.decompose_reduction(conv, rh)
+    _vectorize_innermost(sch, init, jo)
+    _vectorize_innermost(sch, out, jo)
+
+
 def _schedule_dense(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider) -> None:
     lanes = fam.vector_lanes
     conv = sch.get_sblock("conv")
@@ -645,6 +768,8 @@ def schedule(sch: Any, spec: ConvSpec, target: Any, decide: Decider) -> dict[str
         _schedule_gpu(sch, spec, decide)
     elif spec.kind == "pointwise":
         _schedule_pointwise(sch, spec, fam, cpad, decide, variant)
+    elif spec.kind == "depthwise" and spec.block:
+        _schedule_depthwise_blocked(sch, spec, fam, decide)
     elif spec.kind == "depthwise":
         _schedule_depthwise(sch, spec, fam, decide)
     else:

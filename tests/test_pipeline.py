@@ -148,3 +148,17 @@ def test_squeeze_excitation_convs_use_the_gemv_template():
     se = [c for c in calls if c.name.startswith("se_dense")]
     assert len(se) == 18  # 9 SE blocks, two 1x1 convs each
     assert not [c for c in calls if c.category == "dense_conv" and c.args[0][0][2:] == (1, 1)]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_1_0", "mobilenet_v2", "mobilenet_v3_small"])
+def test_mobilenets_run_channel_blocked(name):
+    """MobileNets run NCHW{B}c between their first conv and the pool: one layout kernel (the first conv's
+    output), every 1x1 and depthwise conv blocked, SE scales folded into the conv after them (no multiply
+    over a feature map); ShuffleNets have none (checked by test_no_data_movement_kernels_at_224)."""
+    calls = kernel_calls(lower(load_source(name, input_size=64).mod, HOST))
+    layout = [c.name for c in calls if c.category == "data_movement"]
+    assert len(layout) == 1 and layout[0].startswith("to_nchw"), layout
+    convs = [c for c in calls if c.category in ("pointwise_conv", "depthwise_conv")]
+    assert convs and all("_nchw" in c.name for c in convs), [c.name for c in convs if "_nchw" not in c.name]
+    scaled = [c.name for c in calls if "multiply" in c.name and c.args[-1][0][2:] != (1, 1) and len(c.args[-1][0]) == 4]
+    assert not scaled, scaled

@@ -226,3 +226,56 @@ def test_tuning_log_is_applied(tmp_path, monkeypatch):
     model = load(lib)
     assert model(np.zeros((1, 3, 64, 64), "float32")).shape == (1, 1000)
     del Graph
+
+
+BLOCKED = {
+    "NCHW{B}c pointwise, hswish": ConvSpec(1, 24, 24, 14, 14, 40, 1, 1, act="hswish"),
+    "NCHW{B}c pointwise, residual": ConvSpec(1, 48, 48, 7, 7, 16, 1, 1, residual=True),
+    "NCHW{B}c pointwise, SE-scaled input, batch 2": ConvSpec(2, 32, 32, 14, 14, 24, 1, 1, in_scale=True),
+    "NCHW{B}c depthwise 3x3 s1 relu6": ConvSpec(1, 32, 32, 28, 28, 32, 3, 3, 1, (1, 1, 1, 1), 32, act="relu6"),
+    "NCHW{B}c depthwise 3x3 s2": ConvSpec(1, 16, 16, 28, 28, 16, 3, 3, 2, (1, 1, 1, 1), 16, act="relu"),
+    "NCHW{B}c depthwise 5x5 s2 hswish": ConvSpec(1, 48, 48, 14, 14, 48, 5, 5, 2, (2, 2, 2, 2), 48, act="hswish"),
+}
+
+
+def _blocked(a: np.ndarray, b: int) -> np.ndarray:
+    n, c, *sp = a.shape
+    return np.ascontiguousarray(np.moveaxis(a.reshape(n, c // b, b, *sp), 2, -1))
+
+
+@pytest.mark.parametrize("case", list(BLOCKED))
+@pytest.mark.parametrize("values", [{}, {"pw.c_vectors": 1, "pw.k_block": 8, "pw.pixels": "7 per tile", "dw.cols": 1}])
+def test_blocked_kernels_match_pytorch(case, values):
+    """NCHW{B}c kernels (MobileNets' convs) against PyTorch on NCHW tensors, blocked here by numpy."""
+    fam = family_of(HOST)
+    b = fam.vector_lanes
+    spec = BLOCKED[case].with_(block=b)
+    assert conv2d.blockable(BLOCKED[case].with_(in_scale=False), fam)
+    if "pw.pixels" in values:  # every map here is a multiple of 7 pixels
+        values = {**values, "pw.pixels": [spec.h * spec.w // 7, 1, 7]}
+    func, _, knobs = conv2d.kernel(spec, HOST, FixedDecider(dict(values)))
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=HOST)
+    rng = np.random.default_rng(1)
+    pw = spec.kind == "pointwise"
+    x = rng.standard_normal((spec.n, spec.cin, spec.h, spec.w)).astype("float32")
+    w = rng.standard_normal((spec.cout, 1 if not pw else spec.cin, spec.kh, spec.kw)).astype("float32")
+    bias = rng.standard_normal(spec.cout).astype("float32")
+    gate = rng.random((spec.n, spec.cin)).astype("float32") if spec.in_scale else None
+    want = torch.nn.functional.conv2d(torch.from_numpy(x if gate is None else x * gate[:, :, None, None]),
+                                      torch.from_numpy(w), torch.from_numpy(bias), spec.stride, spec.pad[0], 1,
+                                      spec.groups)
+    want = ACTS[spec.act](want).numpy()
+    res = rng.standard_normal(want.shape).astype("float32") if spec.residual else None
+    if res is not None:
+        want = want + res
+    flat = (lambda a: a.reshape(a.shape[0], a.shape[1], -1, b)) if pw else (lambda a: a)
+    wk = conv2d.pack_pointwise_weight(w, spec.cout, b) if pw else conv2d.pack_depthwise_weight(w, b)
+    args = [flat(_blocked(x, b)), wk, bias] + ([flat(_blocked(res, b))] if res is not None else [])
+    args += [gate] if gate is not None else []
+    out = tvm.runtime.tensor(np.zeros(flat(_blocked(want, b)).shape, "float32"))
+    lib(*[tvm.runtime.tensor(a) for a in args], out)
+    got = out.numpy().reshape(_blocked(want, b).shape)
+    assert np.abs(got - _blocked(want, b)).max() <= 1e-4 * np.ptp(want), knobs
+    for name, v in values.items():
+        if name in knobs and name != "dw.cols":
+            assert knobs[name] == v, name

@@ -79,6 +79,8 @@ def categorize(name: str, func: Any = None, args: list | None = None) -> str:
         if k[:2] == (1, 1) and spec["stride"] == 1:
             return "pointwise_conv"
         return "depthwise_conv" if spec["groups"] == spec["cin"] == spec["cout"] and spec["groups"] > 1 else "dense_conv"
+    if attrs is not None and "tvm_shufflenet.layout" in attrs.keys():  # NCHW <-> NCHW{B}c at a blocked region's edge
+        return "data_movement"
     if tag.startswith("pool:"):
         return "pooling"
     if tag.startswith("dense:"):

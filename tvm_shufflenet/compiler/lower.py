@@ -9,6 +9,8 @@ view, not to a kernel.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +20,20 @@ from ..schedules.knobs import Decider, DefaultDecider, family_of
 from .fuse_conv import conv_call
 from .graph import DROP, KEEP, Graph, const_of, const_through, op_name, rebuild, shape_of
 
-__all__ = ["apply_templates", "ApplyTemplates", "KERNEL_ATTR"]
+__all__ = ["apply_templates", "ApplyTemplates", "KERNEL_ATTR", "channel_blocking"]
+
+_BLOCKING = contextvars.ContextVar("tvm_shufflenet_channel_blocking", default=True)
+
+
+@contextlib.contextmanager
+def channel_blocking(enabled: bool):
+    """Within the block, lowering runs channel-blocked (NCHW{B}c) regions or not (``False``: every conv NCHW;
+    the guideline experiments compare structures under one kernel family, whatever their channel counts)."""
+    token = _BLOCKING.set(enabled)
+    try:
+        yield
+    finally:
+        _BLOCKING.reset(token)
 
 KERNEL_ATTR = "tvm_shufflenet.kernel"  # "<template>:<spec json>" on every scheduled PrimFunc
 DeciderFactory = Callable[[str, str], Decider]  # (template, spec json) -> decider
@@ -90,11 +105,232 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     return relax.op.reshape(out, (spec.n, spec.cout, 1, 1))
 
 
-def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any]) -> Any:
+LAYOUT_ATTR = "tvm_shufflenet.layout"  # "block:B" (NCHW -> NCHW{B}c) or "unblock:B" on layout kernels
+
+
+def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
+    """``x`` NCHW -> NCHW{B}c (or back) as one scheduled kernel: threads over (channel block, row), the
+    block's channels innermost (a vector). Only the edges of a blocked region keep one: :func:`_cancel_layout_pairs`
+    removes an unblock followed by a block."""
+    from tvm import relax, te
+    from tvm.s_tir import Schedule
+
+    shape = shape_of(x)
+    if to_blocked:
+        n, c, h, w = shape
+        src = te.placeholder(shape, "float32", name="x")
+        out = te.compute((n, c // block, h, w, block), lambda a, cb, i, j, b: src[a, cb * block + b, i, j], name="out")
+        out_shape = (n, c // block, h, w, block)
+    else:
+        n, cb_, h, w, _ = shape
+        src = te.placeholder(shape, "float32", name="x")
+        out = te.compute((n, cb_ * block, h, w), lambda a, c, i, j: src[a, c // block, i, j, c % block], name="out")
+        out_shape = (n, cb_ * block, h, w)
+    sch = Schedule(te.create_prim_func([src, out]))
+    blk = sch.get_sblock("out")
+    loops = sch.get_loops(blk)
+    if to_blocked:
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+    else:
+        a, c, i, j = loops
+        co, ci = sch.split(c, [None, block])
+        sch.reorder(a, co, i, j, ci)
+        sch.parallel(sch.fuse(a, co, i))
+    tag = f"{'block' if to_blocked else 'unblock'}:{block}"
+    func = sch.mod["main"].without_attr("global_symbol").with_attr(LAYOUT_ATTR, tag)
+    func = func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+    name = f"{'to' if to_blocked else 'from'}_nchw{block}c_{out_shape[1] if not to_blocked else shape[1]}_{h}"
+    gv = bb.add_func(func, name)
+    return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
+
+
+def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], block: int) -> Any:
+    """A conv as an NCHW{B}c kernel between layout kernels (most of which later cancel)."""
+    from tvm import relax
+
+    pw = spec.kind == "pointwise"
+    gate = _se_gate(bb, args[0]) if pw else None
+    if gate is not None:  # the SE multiply becomes a scale on the conv's input reads (and dead code)
+        args = [gate[0], *args[1:]]
+    spec = spec.with_(block=block, in_scale=gate is not None)
+    func, _, knobs = _kernel("conv2d", spec, target, decide)
+    w = const_of(args[1])
+    w = conv2d.pack_pointwise_weight(w, spec.cout, block) if pw else conv2d.pack_depthwise_weight(w, block)
+    data = [_layout_kernel(bb, a, block, True) for a in [args[0], *args[3:]]]
+    if pw:  # the kernel sees (N, C/B, H*W, B) views
+        data = [bb.emit(relax.op.reshape(a, (spec.n, shape_of(a)[1], spec.h * spec.w, block))) for a in data]
+    new_args = [data[0], relax.const(w)] + ([relax.const(const_of(args[2]))] if spec.bias else []) + data[1:]
+    if gate is not None:
+        new_args.append(bb.emit(relax.op.reshape(gate[1], (spec.n, spec.cin))))
+    gv = _register(bb, func, f"{spec.kind}_conv_{spec.cin}x{spec.cout}_{spec.oh}_nchw{block}c", "conv2d",
+                   spec.to_json(), knobs)
+    osp = (spec.h * spec.w,) if pw else (spec.oh, spec.ow)
+    out = bb.emit(relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.cout // block, *osp, block), spec.dtype)))
+    if pw:
+        out = bb.emit(relax.op.reshape(out, (spec.n, spec.cout // block, spec.oh, spec.ow, block)))
+    return _layout_kernel(bb, out, block, False)
+
+
+def _bound(bb: Any, expr: Any) -> Any:
+    """The value ``expr`` is bound to in ``bb`` (through aliases), or ``expr``."""
+    while type(expr).__name__ in ("Var", "DataflowVar"):
+        value = bb.lookup_binding(expr)
+        if value is None:
+            return expr
+        expr = value
+    return expr
+
+
+def _se_gate(bb: Any, data: Any) -> tuple[Any, Any] | None:
+    """``(x, gate)`` when ``data`` is ``x * gate`` with ``gate`` of shape ``(N, C, 1, 1)`` (squeeze-and-
+    excitation's channel scale), else None."""
+    call = _bound(bb, data)
+    if op_name(call) != "relax.multiply":
+        return None
+    a, b = call.args
+    sa, sb = shape_of(a), shape_of(b)
+    if sa is None or sb is None or len(sa) != 4 or len(sb) != 4:
+        return None
+    if sb == (*sa[:2], 1, 1):
+        return a, b
+    if sa == (*sb[:2], 1, 1):
+        return b, a
+    return None
+
+
+def _blocked_source(bb: Any, x: Any) -> Any:
+    """The NCHW{B}c tensor ``x`` was unblocked from, or None."""
+    call = _bound(bb, x)
+    if op_name(call) == "relax.call_tir" and call.args[0].name_hint.startswith("from_nchw"):
+        return call.args[1].fields[0]
+    return None
+
+
+def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
+    """Global average pool of an NCHW{B}c tensor to NCHW ``out_shape``: threads over channel blocks, the
+    block's channels one vector (no layout kernel in front of an SE pool)."""
+    from tvm import relax, te
+    from tvm.s_tir import Schedule
+
+    n, cb, h, w, bl = shape_of(xb)
+    src = te.placeholder((n, cb, h, w, bl), "float32", name="x")
+    rh, rw = te.reduce_axis((0, h), name="rh"), te.reduce_axis((0, w), name="rw")
+    acc = te.compute((n, cb, bl), lambda a, c, b: te.sum(src[a, c, rh, rw, b], axis=[rh, rw]), name="acc")
+    out = te.compute((n, cb * bl), lambda a, c: acc[a, c // bl, c % bl] * (1.0 / (h * w)), name="out")
+    sch = Schedule(te.create_prim_func([src, out]))
+    a, c, b, _, _ = sch.get_loops(sch.get_sblock("acc"))
+    sch.reorder(a, c, *sch.get_loops(sch.get_sblock("acc"))[3:], b)
+    sch.parallel(sch.fuse(a, c))
+    sch.vectorize(b)
+    func = sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
+    gv = bb.add_func(func.with_attr("op_pattern", 8), f"global_avg_pool_{cb * bl}_nchw{bl}c")
+    pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), "float32")))
+    return relax.op.reshape(pooled, out_shape)
+
+
+def _cancel_layout_pairs(mod: Any) -> Any:
+    """``block(unblock(y))`` -> ``y``: inside a run of blocked kernels no tensor changes layout."""
+    from tvm import relax
+
+    def tag(g: Graph, expr: Any) -> str | None:
+        if op_name(expr) != "relax.call_tir":
+            return None
+        func = mod[expr.args[0]] if expr.args[0] in mod.functions else None
+        attrs = getattr(func, "attrs", None)
+        return str(attrs[LAYOUT_ATTR]) if attrs is not None and LAYOUT_ATTR in attrs.keys() else None
+
+    def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
+        value = g.bindings[i].value
+        t = tag(g, value)
+        if t is None or not t.startswith("block:"):
+            return KEEP
+        inner = g.value(value.args[1].fields[0])
+        while type(inner).__name__ in ("Var", "DataflowVar"):  # the rebuilt block aliases a kernel's result
+            inner = g.value(inner)
+        if inner is not None and tag(g, inner) == "un" + t:
+            return new(inner.args[1].fields[0])
+        return KEEP
+
+    return relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))
+
+
+def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
+    """The conv bindings that run NCHW{B}c.
+
+    Candidates are :func:`conv2d.blockable` convs; one reading another's output joins its region. A region
+    pays a layout kernel for every tensor that enters it from outside and for every use outside it of a tensor
+    it makes (a global pool reads blocked tensors, an SE scale folds into the conv after it), so a region is
+    kept only with at least four convs per such edge: a MobileNet is one region with one edge (the stem's
+    output); ShuffleNet's few whole-vector convs between shuffles would add kernels for nothing (and the
+    shuffle pipeline's claim is no data-movement kernels)."""
+    if not _BLOCKING.get():
+        return set()
+    can = {i for i, b in enumerate(graph.bindings)
+           if (spec := conv_call(mod, b.value)) is not None and not _is_gemv(spec) and conv2d.blockable(spec, fam)}
+
+    def producer(expr: Any) -> int | None:
+        i = graph.producer.get(expr)
+        while i is not None and type(graph.bindings[i].value).__name__ in ("Var", "DataflowVar"):
+            i = graph.producer.get(graph.bindings[i].value)
+        return i
+
+    def se_source(i: int | None) -> int | None:
+        """Through ``x * gate`` (gate ``(N, C, 1, 1)``) to the producer of ``x``."""
+        if i is None or op_name(graph.bindings[i].value) != "relax.multiply":
+            return i
+        a, b = graph.bindings[i].value.args
+        sa, sb = shape_of(a), shape_of(b)
+        if sa is not None and sb is not None and len(sa) == len(sb) == 4:
+            if sb == (*sa[:2], 1, 1):
+                return producer(a)
+            if sa == (*sb[:2], 1, 1):
+                return producer(b)
+        return i
+
+    parent = {i: i for i in can}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    reads: dict[int, list[int | None]] = {}
+    for i in can:
+        fields = graph.bindings[i].value.args[1].fields
+        srcs = [se_source(producer(fields[0]))] + [producer(f) for f in fields[3:]]
+        reads[i] = srcs
+        if srcs[0] in can:
+            parent[root(i)] = root(srcs[0])
+    regions: dict[int, list[int]] = {}
+    for i in can:
+        regions.setdefault(root(i), []).append(i)
+    keep: set[int] = set()
+    for members in regions.values():
+        inside = set(members)
+        entering = {s for i in members for s in reads[i] if s not in inside}
+        leaving = 0
+        for i in members:
+            for u in graph.users.get(graph.bindings[i].var, []):
+                if u in inside or u >= len(graph.bindings):
+                    leaving += u >= len(graph.bindings)
+                    continue
+                value = graph.bindings[u].value
+                pooled = op_name(value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
+                gated = se_source(u) == i and any(reads[j][0] == i for j in members)
+                leaving += not (pooled or gated)
+        if len(members) > 1 and len(members) >= 4 * (len(entering) + leaving):
+            keep.update(members)
+    return keep
+
+
+def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], blocked: bool = False) -> Any:
     from tvm import relax
 
     if _is_gemv(spec):
         return _lower_gemv(bb, target, decide, spec, args)
+    if blocked:
+        return _lower_blocked(bb, target, decide, spec, args, family_of(target).vector_lanes)
     func, cpad, knobs = _kernel("conv2d", spec, target, decide)
     w = const_of(args[1])
     bias = const_of(args[2]) if spec.bias else None
@@ -175,11 +411,13 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             dense_plans[m["last"]] = m
             dense_used.update(m["used"])
 
+    blocked = _blocked_convs(mod, graph, family_of(target))
+
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
         b = g.bindings[i]
         spec = conv_call(mod, b.value)
         if spec is not None:
-            return _lower_conv(bb, target, decide, spec, [new(a) for a in b.value.args[1].fields])
+            return _lower_conv(bb, target, decide, spec, [new(a) for a in b.value.args[1].fields], i in blocked)
         if i in dense_plans:
             m = dense_plans[i]
             func, mp, knobs = _kernel("dense", m["spec"], target, decide)
@@ -192,14 +430,18 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             return DROP
         out_shape = shape_of(b.var)
         pspec = _pool_spec(b.value, out_shape) if out_shape is not None and op_name(b.value) else None
+        if pspec is not None and pspec.kind == "global_avg":
+            xb = _blocked_source(bb, new(b.value.args[0]))
+            if xb is not None:
+                return _blocked_global_pool(bb, xb, out_shape)
         if pspec is not None:
             func, _, knobs = _kernel("pool", pspec, target, decide)
             gv = _register(bb, func, f"{pspec.kind}_pool_{pspec.c}_{pspec.oh}", "pool", pspec.to_json(), knobs)
             return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, "float32"))
         return KEEP
 
-    out = rebuild(mod, rewrite)
-    return relax.transform.DeadCodeElimination()(out)
+    out = relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))
+    return _cancel_layout_pairs(out)
 
 
 def ApplyTemplates(target: Any, decide: DeciderFactory | None = None):  # noqa: N802
