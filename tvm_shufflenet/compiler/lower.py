@@ -106,6 +106,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
 
 
 LAYOUT_ATTR = "tvm_shufflenet.layout"  # "block:B" (NCHW -> NCHW{B}c) or "unblock:B" on layout kernels
+_UNBLOCK_PREFIX = "from_nchw"  # names of unblocking kernels (a global pool reads their source instead)
 
 
 def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
@@ -140,7 +141,7 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     tag = f"{'block' if to_blocked else 'unblock'}:{block}"
     func = sch.mod["main"].without_attr("global_symbol").with_attr(LAYOUT_ATTR, tag)
     func = func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
-    name = f"{'to' if to_blocked else 'from'}_nchw{block}c_{out_shape[1] if not to_blocked else shape[1]}_{h}"
+    name = f"to_nchw{block}c_{shape[1]}_{h}" if to_blocked else f"{_UNBLOCK_PREFIX}{block}c_{out_shape[1]}_{h}"
     gv = bb.add_func(func, name)
     return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
 
@@ -150,7 +151,7 @@ def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args
     from tvm import relax
 
     pw = spec.kind == "pointwise"
-    gate = _se_gate(bb, args[0]) if pw else None
+    gate = _gated(_bound(bb, args[0])) if pw else None
     if gate is not None:  # the SE multiply becomes a scale on the conv's input reads (and dead code)
         args = [gate[0], *args[1:]]
     spec = spec.with_(block=block, in_scale=gate is not None)
@@ -182,10 +183,9 @@ def _bound(bb: Any, expr: Any) -> Any:
     return expr
 
 
-def _se_gate(bb: Any, data: Any) -> tuple[Any, Any] | None:
-    """``(x, gate)`` when ``data`` is ``x * gate`` with ``gate`` of shape ``(N, C, 1, 1)`` (squeeze-and-
+def _gated(call: Any) -> tuple[Any, Any] | None:
+    """``(x, gate)`` when ``call`` is ``x * gate`` with ``gate`` of shape ``(N, C, 1, 1)`` (squeeze-and-
     excitation's channel scale), else None."""
-    call = _bound(bb, data)
     if op_name(call) != "relax.multiply":
         return None
     a, b = call.args
@@ -202,7 +202,7 @@ def _se_gate(bb: Any, data: Any) -> tuple[Any, Any] | None:
 def _blocked_source(bb: Any, x: Any) -> Any:
     """The NCHW{B}c tensor ``x`` was unblocked from, or None."""
     call = _bound(bb, x)
-    if op_name(call) == "relax.call_tir" and call.args[0].name_hint.startswith("from_nchw"):
+    if op_name(call) == "relax.call_tir" and call.args[0].name_hint.startswith(_UNBLOCK_PREFIX):
         return call.args[1].fields[0]
     return None
 
@@ -219,8 +219,8 @@ def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
     acc = te.compute((n, cb, bl), lambda a, c, b: te.sum(src[a, c, rh, rw, b], axis=[rh, rw]), name="acc")
     out = te.compute((n, cb * bl), lambda a, c: acc[a, c // bl, c % bl] * (1.0 / (h * w)), name="out")
     sch = Schedule(te.create_prim_func([src, out]))
-    a, c, b, _, _ = sch.get_loops(sch.get_sblock("acc"))
-    sch.reorder(a, c, *sch.get_loops(sch.get_sblock("acc"))[3:], b)
+    a, c, b, rh, rw = sch.get_loops(sch.get_sblock("acc"))
+    sch.reorder(a, c, rh, rw, b)
     sch.parallel(sch.fuse(a, c))
     sch.vectorize(b)
     func = sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
@@ -233,7 +233,7 @@ def _cancel_layout_pairs(mod: Any) -> Any:
     """``block(unblock(y))`` -> ``y``: inside a run of blocked kernels no tensor changes layout."""
     from tvm import relax
 
-    def tag(g: Graph, expr: Any) -> str | None:
+    def tag(expr: Any) -> str | None:
         if op_name(expr) != "relax.call_tir":
             return None
         func = mod[expr.args[0]] if expr.args[0] in mod.functions else None
@@ -242,13 +242,13 @@ def _cancel_layout_pairs(mod: Any) -> Any:
 
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
         value = g.bindings[i].value
-        t = tag(g, value)
+        t = tag(value)
         if t is None or not t.startswith("block:"):
             return KEEP
         inner = g.value(value.args[1].fields[0])
         while type(inner).__name__ in ("Var", "DataflowVar"):  # the rebuilt block aliases a kernel's result
             inner = g.value(inner)
-        if inner is not None and tag(g, inner) == "un" + t:
+        if inner is not None and tag(inner) == "un" + t:
             return new(inner.args[1].fields[0])
         return KEEP
 
@@ -276,17 +276,9 @@ def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
         return i
 
     def se_source(i: int | None) -> int | None:
-        """Through ``x * gate`` (gate ``(N, C, 1, 1)``) to the producer of ``x``."""
-        if i is None or op_name(graph.bindings[i].value) != "relax.multiply":
-            return i
-        a, b = graph.bindings[i].value.args
-        sa, sb = shape_of(a), shape_of(b)
-        if sa is not None and sb is not None and len(sa) == len(sb) == 4:
-            if sb == (*sa[:2], 1, 1):
-                return producer(a)
-            if sa == (*sb[:2], 1, 1):
-                return producer(b)
-        return i
+        """Through ``x * gate`` to the producer of ``x`` (the gate folds into the conv that reads it)."""
+        gated = None if i is None else _gated(graph.bindings[i].value)
+        return i if gated is None else producer(gated[0])
 
     parent = {i: i for i in can}
 
@@ -312,13 +304,12 @@ def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
         leaving = 0
         for i in members:
             for u in graph.users.get(graph.bindings[i].var, []):
-                if u in inside or u >= len(graph.bindings):
-                    leaving += u >= len(graph.bindings)
-                    continue
-                value = graph.bindings[u].value
-                pooled = op_name(value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
-                gated = se_source(u) == i and any(reads[j][0] == i for j in members)
-                leaving += not (pooled or gated)
+                if u >= len(graph.bindings):  # the function's output: unblocked
+                    leaving += 1
+                elif u not in inside:
+                    pooled = op_name(graph.bindings[u].value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
+                    folded = se_source(u) == i and any(reads[j][0] == i for j in members)
+                    leaving += not (pooled or folded)
         if len(members) > 1 and len(members) >= 4 * (len(entering) + leaving):
             keep.update(members)
     return keep
