@@ -226,6 +226,17 @@ def _act(name: str | None, v: Any, dtype: str = "float32") -> Any:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def _epilogue(spec: ConvSpec, v: Any, bias: Any, residual: Any) -> Any:
+    """A fused kernel's epilogue on one output value: ``+ bias -> act -> + residual -> post_act`` (absent
+    parts are None)."""
+    if bias is not None:
+        v = v + bias
+    v = _act(spec.act, v, spec.dtype)
+    if residual is not None:
+        v = v + residual
+    return _act(spec.post_act, v, spec.dtype)
+
+
 def vector_width(extent: int, lanes: int) -> int:
     """The widest vector that divides ``extent`` (at most ``lanes``): no ragged tail, no write past a tile."""
     return max(divisors(extent, max(lanes, 1)))
@@ -380,13 +391,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
             )
 
     def epi_value(n: Any, c: Any, *sp: Any) -> Any:
-        v = conv[(n, c, *sp)]
-        if bias is not None:
-            v = v + bias[c]
-        v = _act(spec.act, v, dt)
-        if res is not None:
-            v = v + res[(n, c, *sp)]
-        return _act(spec.post_act, v, dt)
+        return _epilogue(spec, conv[(n, c, *sp)], None if bias is None else bias[c],
+                         None if res is None else res[(n, c, *sp)])
 
     pl = spec.placement
     if pl is None:
@@ -473,13 +479,8 @@ def _compute_blocked(spec: ConvSpec):
 
     def out_value(*idx: Any) -> Any:
         cb, b = idx[1], idx[-1]
-        v = acc(*idx)
-        if bias is not None:
-            v = v + bias[cb * bl + b]
-        v = _act(spec.act, v, dt)
-        if res is not None:
-            v = v + res[idx]
-        return _act(spec.post_act, v, dt)
+        return _epilogue(spec, acc(*idx), None if bias is None else bias[cb * bl + b],
+                         None if res is None else res[idx])
 
     out = te.compute((n, spec.cout // bl, *osp, bl), out_value, name="out")
     return inputs, out

@@ -39,13 +39,20 @@ KERNEL_ATTR = "tvm_shufflenet.kernel"  # "<template>:<spec json>" on every sched
 DeciderFactory = Callable[[str, str], Decider]  # (template, spec json) -> decider
 
 
+def _add_scheduled(bb: Any, func: Any, name: str, attrs: dict[str, Any]) -> Any:
+    """``func`` (already scheduled) added to the module under ``name`` with ``attrs``: no fallback schedule,
+    no fusion with its neighbours."""
+    func = func.without_attr("global_symbol")
+    for key, value in {**attrs, "tirx.is_scheduled": True, "op_pattern": 8}.items():
+        func = func.with_attr(key, value)
+    return bb.add_func(func, name)
+
+
 def _register(bb: Any, func: Any, name: str, template: str, spec_json: str, knobs: dict[str, Any]) -> Any:
     import json
 
-    func = func.without_attr("global_symbol")
-    func = func.with_attr(KERNEL_ATTR, f"{template}:{spec_json}").with_attr("tvm_shufflenet.knobs", json.dumps(knobs))
-    func = func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
-    return bb.add_func(func, name)
+    return _add_scheduled(bb, func, name, {KERNEL_ATTR: f"{template}:{spec_json}",
+                                           "tvm_shufflenet.knobs": json.dumps(knobs)})
 
 
 def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[Any, int | None, dict[str, Any]]:
@@ -111,8 +118,8 @@ _UNBLOCK_PREFIX = "from_nchw"  # names of unblocking kernels (a global pool read
 
 def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     """``x`` NCHW -> NCHW{B}c (or back) as one scheduled kernel: threads over (channel block, row), the
-    block's channels innermost (a vector). Only the edges of a blocked region keep one: :func:`_cancel_layout_pairs`
-    removes an unblock followed by a block."""
+    block's channels innermost (a vector). Only the edges of a blocked region keep one: a blocked kernel reads
+    its producer's blocked output (:func:`_blocked_source`), and the unused unblocking goes as dead code."""
     from tvm import relax, te
     from tvm.s_tir import Schedule
 
@@ -139,10 +146,8 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
         sch.reorder(a, co, i, j, ci)
         sch.parallel(sch.fuse(a, co, i))
     tag = f"{'block' if to_blocked else 'unblock'}:{block}"
-    func = sch.mod["main"].without_attr("global_symbol").with_attr(LAYOUT_ATTR, tag)
-    func = func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
     name = f"to_nchw{block}c_{shape[1]}_{h}" if to_blocked else f"{_UNBLOCK_PREFIX}{block}c_{out_shape[1]}_{h}"
-    gv = bb.add_func(func, name)
+    gv = _add_scheduled(bb, sch.mod["main"], name, {LAYOUT_ATTR: tag})
     return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
 
 
@@ -158,7 +163,10 @@ def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args
     func, _, knobs = _kernel("conv2d", spec, target, decide)
     w = const_of(args[1])
     w = conv2d.pack_pointwise_weight(w, spec.cout, block) if pw else conv2d.pack_depthwise_weight(w, block)
-    data = [_layout_kernel(bb, a, block, True) for a in [args[0], *args[3:]]]
+    # inside a blocked region the input was just unblocked by its producer: read the blocked tensor (the
+    # unblocking kernel, left without users, goes at dead-code elimination)
+    data = [src if (src := _blocked_source(bb, a)) is not None else _layout_kernel(bb, a, block, True)
+            for a in [args[0], *args[3:]]]
     if pw:  # the kernel sees (N, C/B, H*W, B) views
         data = [bb.emit(relax.op.reshape(a, (spec.n, shape_of(a)[1], spec.h * spec.w, block))) for a in data]
     new_args = [data[0], relax.const(w)] + ([relax.const(const_of(args[2]))] if spec.bias else []) + data[1:]
@@ -223,36 +231,9 @@ def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
     sch.reorder(a, c, rh, rw, b)
     sch.parallel(sch.fuse(a, c))
     sch.vectorize(b)
-    func = sch.mod["main"].without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
-    gv = bb.add_func(func.with_attr("op_pattern", 8), f"global_avg_pool_{cb * bl}_nchw{bl}c")
+    gv = _add_scheduled(bb, sch.mod["main"], f"global_avg_pool_{cb * bl}_nchw{bl}c", {})
     pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), "float32")))
     return relax.op.reshape(pooled, out_shape)
-
-
-def _cancel_layout_pairs(mod: Any) -> Any:
-    """``block(unblock(y))`` -> ``y``: inside a run of blocked kernels no tensor changes layout."""
-    from tvm import relax
-
-    def tag(expr: Any) -> str | None:
-        if op_name(expr) != "relax.call_tir":
-            return None
-        func = mod[expr.args[0]] if expr.args[0] in mod.functions else None
-        attrs = getattr(func, "attrs", None)
-        return str(attrs[LAYOUT_ATTR]) if attrs is not None and LAYOUT_ATTR in attrs.keys() else None
-
-    def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
-        value = g.bindings[i].value
-        t = tag(value)
-        if t is None or not t.startswith("block:"):
-            return KEEP
-        inner = g.value(value.args[1].fields[0])
-        while type(inner).__name__ in ("Var", "DataflowVar"):  # the rebuilt block aliases a kernel's result
-            inner = g.value(inner)
-        if inner is not None and tag(inner) == "un" + t:
-            return new(inner.args[1].fields[0])
-        return KEEP
-
-    return relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))
 
 
 def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
@@ -431,8 +412,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, "float32"))
         return KEEP
 
-    out = relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))
-    return _cancel_layout_pairs(out)
+    return relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))
 
 
 def ApplyTemplates(target: Any, decide: DeciderFactory | None = None):  # noqa: N802
