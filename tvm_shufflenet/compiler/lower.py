@@ -35,6 +35,7 @@ def channel_blocking(enabled: bool):
     finally:
         _BLOCKING.reset(token)
 
+
 KERNEL_ATTR = "tvm_shufflenet.kernel"  # "<template>:<spec json>" on every scheduled PrimFunc
 DeciderFactory = Callable[[str, str], Decider]  # (template, spec json) -> decider
 
@@ -124,14 +125,13 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     from tvm.s_tir import Schedule
 
     shape = shape_of(x)
+    src = te.placeholder(shape, "float32", name="x")
     if to_blocked:
         n, c, h, w = shape
-        src = te.placeholder(shape, "float32", name="x")
         out = te.compute((n, c // block, h, w, block), lambda a, cb, i, j, b: src[a, cb * block + b, i, j], name="out")
         out_shape = (n, c // block, h, w, block)
     else:
         n, cb_, h, w, _ = shape
-        src = te.placeholder(shape, "float32", name="x")
         out = te.compute((n, cb_ * block, h, w), lambda a, c, i, j: src[a, c // block, i, j, c % block], name="out")
         out_shape = (n, cb_ * block, h, w)
     sch = Schedule(te.create_prim_func([src, out]))
@@ -152,7 +152,9 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
 
 
 def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], block: int) -> Any:
-    """A conv as an NCHW{B}c kernel between layout kernels (most of which later cancel)."""
+    """A conv as an NCHW{B}c kernel: it reads its blocked producer's output, else a layout kernel's, and its
+    output is unblocked by a layout kernel that stays only where a consumer is not blocked (dead code
+    elimination removes the rest)."""
     from tvm import relax
 
     pw = spec.kind == "pointwise"
