@@ -4,9 +4,12 @@ Engines: this project's pipeline (untuned; and tuned when a tuning log applies: 
 or one of the same template family), TVM's stock pipeline, ONNX Runtime (CPU), OpenVINO (CPU plugin, f32
 precision hint set explicitly: its default on AVX-512 BF16 CPUs is bf16) and PyTorch eager. Every engine is timed the same way, wall clock around
 one inference call with the input already in place, each engine in its own process (no engine's spinning
-worker threads steal another's cores), in alternating blocks of calls (ten rounds), so drift of the machine
-hits all of them alike. Reported: medians, the ratio to ONNX Runtime and to the fastest f32 peer engine
+worker threads steal another's cores), in alternating blocks of calls (twenty rounds by default), so drift of the
+machine hits all of them alike. Reported: medians, the ratio to ONNX Runtime and to the fastest f32 peer engine
 (ONNX Runtime or OpenVINO), each output's distance to PyTorch's. Thread counts are fixed for all engines and printed.
+A ratio is paired: the median over rounds of (this engine's median in the round / the peer's median in the same
+round), so a slow phase of the machine, which lasts longer than a round, cancels out of it (a 2-vCPU VM here ran
+every engine 20-75% slower for minutes at a time; ratios of whole-run medians moved by up to 15% between runs).
 
 Run ``tvm-shufflenet compare --help`` or ``python benchmarks/compare.py --help``.
 """
@@ -27,7 +30,7 @@ import numpy as np
 
 from tvm_shufflenet.bench.records import cpu_name
 
-BLOCKS = 10  # alternating blocks per engine: this VM drifts by up to 1.7x between minutes
+BLOCKS = 20  # alternating blocks (rounds) per engine: this VM drifts by up to 1.7x between minutes
 IDLE_S = 0.3  # pause after a block: lets the last engine's spinning worker threads go to sleep
 ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "openvino", "pytorch")
 PEERS = ("onnxruntime", "openvino")  # the other f32 engines a user could pick instead
@@ -163,8 +166,13 @@ def _worker(conn: Any, engine: str, model: str, threads: int, input_size: int | 
         conn.send(times)
 
 
+def paired_ratio(rounds: list[list[float]], peer_rounds: list[list[float]]) -> float:
+    """Median over rounds of the ratio of the two engines' medians in the same round."""
+    return float(np.median([np.median(a) / np.median(b) for a, b in zip(rounds, peer_rounds)]))
+
+
 def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_size: int | None, seed: int,
-                  engines: tuple[str, ...] = ENGINES, target: str = "host") -> dict[str, Any]:
+                  engines: tuple[str, ...] = ENGINES, target: str = "host", blocks: int = BLOCKS) -> dict[str, Any]:
     """Measure ``model`` on every engine; returns one record (see the module docstring)."""
     import multiprocessing as mp
 
@@ -192,17 +200,17 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             continue
         outputs[engine] = payload
         workers[engine] = (proc, parent)
-    samples: dict[str, list[float]] = {e: [] for e in workers}
+    rounds: dict[str, list[list[float]]] = {e: [] for e in workers}
     # Engines run in blocks, alternating: each engine's thread pool spins for a while after its last call,
     # so a pause follows every block; several rounds of blocks let drift of the machine hit every engine.
-    blocks = max(1, min(BLOCKS, repeat))
+    blocks = max(1, min(blocks, repeat))
     bar = tqdm(total=blocks * len(workers), desc=model, unit="block", leave=False, disable=None)  # None: TTY only
     try:
         for b in range(blocks):
             for engine, (_proc, conn) in workers.items():
                 n = max(1, repeat // blocks if engine != "tvm_stock" else max(2, repeat // (10 * blocks)))
                 conn.send((warmup if b == 0 else 1, n))
-                samples[engine] += conn.recv()
+                rounds[engine].append(conn.recv())
                 time.sleep(IDLE_S)
                 bar.update()
     finally:
@@ -210,8 +218,8 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
         for proc, conn in workers.values():
             conn.send(None)
             proc.join(timeout=30)
+    samples = {e: [t for r in rs for t in r] for e, rs in rounds.items()}
     ref = outputs.get("pytorch")
-    ort_ms = float(np.median(samples["onnxruntime"])) if "onnxruntime" in samples else None
     peer_ms = {e: float(np.median(samples[e])) for e in PEERS if e in samples}
     best_peer = min(peer_ms, key=peer_ms.get) if peer_ms else None
     results: dict[str, Any] = {}
@@ -227,8 +235,10 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             "median_ms": round(med, 4),
             "min_ms": round(float(np.min(samples[engine])), 4),
             "samples": len(samples[engine]),
-            "ratio_vs_onnxruntime": round(med / ort_ms, 3) if ort_ms else None,
-            "ratio_vs_fastest_peer": round(med / peer_ms[best_peer], 3) if best_peer else None,
+            "rounds": len(rounds[engine]),
+            "ratio_vs_onnxruntime": (round(paired_ratio(rounds[engine], rounds["onnxruntime"]), 3)
+                                     if "onnxruntime" in rounds else None),
+            "ratio_vs_fastest_peer": round(paired_ratio(rounds[engine], rounds[best_peer]), 3) if best_peer else None,
             "max_err_vs_pytorch": err,
         }
     from tvm_shufflenet.build import applied_log
@@ -240,6 +250,8 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
         "weights": f"seeded:{seed}",
         "threads": threads,
         "repeat": repeat,
+        "rounds": blocks,
+        "ratios": "paired: median over rounds of (engine's median / peer's median in the same round)",
         "target_key": resolve(target).key,
         "tuning_log": tuning,
         "fastest_peer": best_peer,
@@ -337,6 +349,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument("--repeat", type=int, default=100, help="timed runs per engine (default 100; the stock pipeline gets a tenth)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per engine first (default 5)")
+    p.add_argument("--rounds", type=int, default=BLOCKS, help=f"alternating rounds the runs are spread over; ratios "
+                   f"are paired per round (default {BLOCKS})")
     p.add_argument("--input-size", type=int, help="resolution (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
@@ -365,12 +379,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{model}: already in {out}, skipped")
             continue
         rec = compare_model(model, threads=args.threads, repeat=args.repeat, warmup=args.warmup,
-                            input_size=args.input_size, seed=args.seed, engines=engines)
+                            input_size=args.input_size, seed=args.seed, engines=engines, blocks=args.rounds)
         records = [r for r in records if not (r["model"] == model and r["threads"] == args.threads)] + [rec]
         if out:
             write_json_atomic(out, records)
     shown = [r for r in records if r["model"] in args.models and r["threads"] == args.threads]
-    print(f"{shown[0]['machine']['cpu']}, {args.threads} threads, batch 1; median per image (ratio to ONNX Runtime)")
+    print(f"{shown[0]['machine']['cpu']}, {args.threads} threads, batch 1; median per image (ratio to ONNX Runtime, paired per round)")
     print(table(shown, markdown=args.markdown))
     if args.plot:
         plot(shown, Path(args.plot))

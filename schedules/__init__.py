@@ -45,7 +45,7 @@ def _templates() -> dict[str, Template]:
 
     return {
         "conv2d": Template("conv2d", conv2d.ConvSpec.from_json, lambda s, t: conv2d.workload(s, t)[0], conv2d.schedule,
-                           lambda s, t: conv2d.variants(s, family_of(t)), lambda s: s.macs),
+                           lambda s, t: conv2d.variants(s, conv2d.kernel_family(s, family_of(t))), lambda s: s.macs),
         "dense": Template("dense", lambda text: dense.DenseSpec(**json.loads(text)), lambda s, t: dense.workload(s, t)[0],
                           dense.schedule, lambda s, t: ["default"], lambda s: s.n * s.k * s.m),
         "pool": Template("pool", pool_spec, pool.workload, pool.schedule, lambda s, t: ["default"], pool_macs),

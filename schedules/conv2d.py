@@ -193,7 +193,7 @@ KNOBS = {
                        "padded rows, up to 16)"),
     "pw.p_split": Knob("pw.p_split", "tile", "pixels: H*W split as (tiles, pixels per tile); a tile's pixels are "
                        "one vector of up to 4 machine vectors"),
-    "pw.c_vectors": Knob("pw.c_vectors", "choice", "channels: channel vectors per register tile (1-4)"),
+    "pw.c_vectors": Knob("pw.c_vectors", "choice", "channels: channel vectors per register tile (1-4; 1-8 with 32 registers)"),
     "pw.pixels": Knob("pw.pixels", "tile", "channels: H*W split as (tasks, register tiles per task, pixels "
                       "per register tile: up to 16)"),
     "pw.k_block": Knob("pw.k_block", "choice", "channels: input channels per pass over a chunk (divisors of "
@@ -202,8 +202,14 @@ KNOBS = {
                    "machine vectors)"),
     "dw.cols": Knob("dw.cols", "choice", "depthwise NCHW{B}c: output columns per register tile (divisors of "
                     "the width, up to 8)"),
-    "dense.co_tile": Knob("dense.co_tile", "choice", "dense: output channels per register tile (up to 16)"),
-    "dense.ow_split": Knob("dense.ow_split", "tile", "dense: output width split as (tiles, columns per tile: up to "
+    "dense.axis": Knob("dense.axis", "variant", "dense: vectors over output channels (`channels`: each input "
+                       "value one broadcast per tap, padding inlined) or over output columns (`columns`)"),
+    "dense.c_vectors": Knob("dense.c_vectors", "choice", "dense channels: output-channel vectors per register tile "
+                            "(1-4; 1-8 with 32 registers)"),
+    "dense.cols": Knob("dense.cols", "choice", "dense channels: output columns per register tile (divisors of the "
+                       "width, up to 16)"),
+    "dense.co_tile": Knob("dense.co_tile", "choice", "dense columns: output channels per register tile (up to 16)"),
+    "dense.ow_split": Knob("dense.ow_split", "tile", "dense columns: output width split as (tiles, columns per tile: up to "
                            "4 machine vectors)"),
     "gpu.threads": GPU_THREADS,
 }
@@ -255,10 +261,8 @@ def pack_pointwise_weight(w: Any, cpad: int, block: int) -> Any:
     import numpy as np
 
     w = np.asarray(w)
-    w = w.reshape(w.shape[0], -1)
-    full = np.zeros((cpad, w.shape[1]), w.dtype)
-    full[: w.shape[0]] = w
-    return np.ascontiguousarray(full.reshape(cpad // block, block, w.shape[1]).transpose(0, 2, 1))
+    full = pad_rows(w.reshape(w.shape[0], -1), cpad)
+    return np.ascontiguousarray(full.reshape(cpad // block, block, full.shape[1]).transpose(0, 2, 1))
 
 
 def padded_cout(spec: ConvSpec, fam: Family) -> int:
@@ -275,12 +279,47 @@ def _group_vectors(spec: ConvSpec, fam: Family) -> bool:
     return spec.groups > 1 and not fam.gpu and (spec.cout // spec.groups) % fam.vector_lanes == 0
 
 
+def block_sizes(fam: Family) -> list[int]:
+    """Channel block sizes an NCHW{B}c region may use on ``fam``, widest first: one vector, and on 16-lane
+    ISAs also half of one (a 256-bit vector, still with 32 registers), for networks whose channel counts are
+    multiples of 8 but not of 16 (MobileNet V2's 24, V3's 40, 72, 120)."""
+    if fam.gpu or fam.vector_lanes <= 1:
+        return []
+    return [fam.vector_lanes] + ([fam.vector_lanes // 2] if fam.vector_lanes >= 16 else [])
+
+
+def kernel_family(spec: ConvSpec, fam: Family) -> Family:
+    """The family ``spec``'s kernel is scheduled for: ``fam`` with the vector width the kernel uses.
+
+    An NCHW{B}c kernel's vectors are its channel blocks (``B`` lanes). A group conv whose groups are not whole
+    vectors but whole narrower ones (ShuffleNet V1 g3's 40-channel groups on AVX-512, its 20-channel ones on
+    AVX2) uses the narrower vectors, so its channel tiles stay inside one group: the pixel-vector variant it
+    would otherwise get computes every row's group at run time and ran 3-8x slower (ShuffleNet V1 g3's
+    480x120 conv at 14x14 on 2 Zen 4 cores: 0.90 ms per call)."""
+    if fam.gpu:
+        return fam
+    if spec.block:
+        return replace(fam, vector_lanes=spec.block)
+    if spec.kind == "dense" and spec.cout % fam.vector_lanes and spec.cout % (fam.vector_lanes // 2) == 0:
+        # a stem of 24 channels: 3 vectors of 8 lanes instead of 32 rows in 2 vectors of 16 (130 vs 150 us, the
+        # 224x224 ShuffleNet stem on 2 Zen 4 cores)
+        return replace(fam, vector_lanes=fam.vector_lanes // 2)
+    if spec.kind == "pointwise" and spec.groups > 1 and not _group_vectors(spec, fam):
+        cout_g = spec.cout // spec.groups
+        narrower = [w for w in (fam.vector_lanes // 2, fam.vector_lanes // 4) if w >= 4 and cout_g % w == 0]
+        if narrower:
+            return replace(fam, vector_lanes=narrower[0])
+    return fam
+
+
 def variants(spec: ConvSpec, fam: Family) -> list[str]:
     """The structural variants of ``spec``'s template (each its own design space when tuning)."""
-    if fam.gpu or spec.kind != "pointwise":
+    if fam.gpu or spec.kind == "depthwise":
         return ["default"]
     if spec.block:
         return ["channels"]
+    if spec.kind == "dense":  # group convs: a channel vector would span groups (a gather per tap)
+        return ["channels"] if spec.groups == 1 else ["columns"]
     return ["pixels", "channels"] if spec.groups == 1 or _group_vectors(spec, fam) else ["pixels"]
 
 
@@ -324,12 +363,14 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
 
     With ``flat``, pointwise kernels see data, residual, passthroughs and output as ``(N, C, H*W)`` (the
     caller reshapes, which is free) and their weight blocked as ``(Cout/B, Cin/groups, B)`` with ``B`` =
-    ``wblock`` (:func:`pack_pointwise_weight`); every other kind, and every kind without ``flat``, sees
-    ``(N, C, H, W)`` tensors and OIHW weights.
+    ``wblock`` (:func:`pack_pointwise_weight`); dense kernels see ``(Cout/B, Cin/groups, KH, KW, B)`` weights
+    (:func:`pack_dense_weight`) when ``wblock`` > 1; every other kind, and every kind without ``flat``, sees
+    ``(N, C, H, W)`` tensors and OIHW weights. A blocked dense kernel (a stem) reads NCHW data and writes
+    NCHW{B}c.
     """
     from tvm import te, tirx
 
-    if spec.block:
+    if spec.block and spec.kind != "dense":
         return _compute_blocked(spec)
     kind = spec.kind if flat or spec.kind != "pointwise" else "dense"
     cpad = cout_pad or spec.cout
@@ -344,6 +385,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         wt = te.placeholder((spec.cout, 1, spec.kh, spec.kw), dt, name="weight")
     elif kind == "pointwise":  # (Cout/B, Cin/groups, B): a tile's channel vectors stream in k order
         wt = te.placeholder((cpad // wblock, cin_g, wblock), dt, name="weight")
+    elif wblock > 1 and spec.groups == 1:  # (Cout/B, Cin, KH, KW, B): a tap's output-channel vector is one load
+        wt = te.placeholder((cpad // wblock, cin_g, spec.kh, spec.kw, wblock), dt, name="weight")
     else:
         wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), dt, name="weight")
     inputs.append(wt)
@@ -384,9 +427,12 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
             def grp_in(c: Any, k: Any) -> Any:
                 return k if spec.groups == 1 else te.min(c, spec.cout - 1) // cout_g * cin_g + k
 
+            def weight(c: Any, k: Any, r: Any, s: Any) -> Any:
+                return wt[c // wblock, k, r, s, c % wblock] if len(wt.shape) == 5 else wt[c, k, r, s]
+
             conv = te.compute(
                 (spec.n, cpad, spec.oh, spec.ow),
-                lambda n, c, i, j: te.sum(read(n, grp_in(c, rc), i, j, rh, rw) * wt[c, rc, rh, rw], axis=[rc, rh, rw]),
+                lambda n, c, i, j: te.sum(read(n, grp_in(c, rc), i, j, rh, rw) * weight(c, rc, rh, rw), axis=[rc, rh, rw]),
                 name="conv",
             )
 
@@ -395,6 +441,11 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
                          None if res is None else res[(n, c, *sp)])
 
     pl = spec.placement
+    if spec.block:  # a stem writing NCHW{B}c
+        bl = spec.block
+        out = te.compute((spec.n, spec.cout // bl, spec.oh, spec.ow, bl),
+                         lambda n, cb, i, j, b: epi_value(n, cb * bl + b, i, j), name="out")
+        return inputs, out
     if pl is None:
         out = te.compute((spec.n, spec.cout, *osp_shape), epi_value, name="out")
         return inputs, out
@@ -420,13 +471,14 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     return inputs, out
 
 
-def blockable(spec: ConvSpec, fam: Family) -> bool:
-    """Whether ``spec`` has an NCHW{B}c kernel: a plain 1x1 conv or depthwise conv (no channel map, no placed
-    output) whose channels are whole vectors, on a CPU."""
-    b = fam.vector_lanes
+def blockable(spec: ConvSpec, fam: Family, block: int | None = None) -> bool:
+    """Whether ``spec`` has an NCHW{B}c kernel with blocks of ``block`` channels (default: one vector): a plain
+    1x1 conv or depthwise conv (no channel map, no placed output) whose channels are whole blocks, on a CPU."""
+    b = block or fam.vector_lanes
     plain = spec.placement is None and (spec.in_map is None or spec.in_map.is_identity) and spec.cin_src == spec.cin
-    return (not fam.gpu and b > 1 and plain and spec.cin % b == 0 and spec.cout % b == 0
-            and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise"))
+    stem = spec.kind == "dense" and spec.groups == 1 and not spec.residual  # reads NCHW, writes NCHW{B}c
+    return (not fam.gpu and b > 1 and plain and spec.cout % b == 0 and (stem or spec.cin % b == 0)
+            and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise" or stem))
 
 
 def _compute_blocked(spec: ConvSpec):
@@ -484,6 +536,40 @@ def _compute_blocked(spec: ConvSpec):
 
     out = te.compute((n, spec.cout // bl, *osp, bl), out_value, name="out")
     return inputs, out
+
+
+def pack_weight(spec: ConvSpec, w: Any, cpad: int, fam: Family) -> Any:
+    """The OIHW weight ``w`` of ``spec`` laid out as its kernel on ``fam`` reads it (``cpad`` rows, see
+    :func:`padded_cout`; a blocked kernel's block is ``spec.block``)."""
+    block = spec.block or weight_block(kernel_family(spec, fam))
+    if spec.kind == "pointwise":
+        return pack_pointwise_weight(w, cpad, block)
+    if spec.kind == "depthwise" and spec.block:
+        return pack_depthwise_weight(w, block)
+    if spec.kind == "dense" and spec.groups == 1 and block > 1:
+        return pack_dense_weight(w, cpad, block)
+    return pad_rows(w, cpad)
+
+
+def pad_rows(a: Any, rows: int) -> Any:
+    """``a`` with zero rows appended up to ``rows`` (padded output channels: computed, never stored)."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.shape[0] == rows:
+        return a
+    out = np.zeros((rows, *a.shape[1:]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def pack_dense_weight(w: Any, cpad: int, block: int) -> Any:
+    """OIHW -> ``(cpad/B, I, KH, KW, B)``, rows past ``O`` zero: a tap's weights for a vector of output channels
+    are one load (the dense template's ``channels`` variant; the ``columns`` variant broadcasts them)."""
+    import numpy as np
+
+    full = pad_rows(w, cpad)
+    return np.ascontiguousarray(full.reshape(cpad // block, block, *full.shape[1:]).transpose(0, 2, 3, 4, 1))
 
 
 def pack_depthwise_weight(w: Any, block: int) -> Any:
@@ -550,7 +636,8 @@ def _channels_candidates(spec: ConvSpec, fam: Family, cpad: int) -> dict[str, li
     # recomputes k // B and k % B every step: ~7 integer ops per B FMAs, 0-35% slower on MobileNet's shapes)
     step = spec.block or 1
     return {  # a tile of channel vectors stays inside one group
-        "pw.c_vectors": divisors(vectors, 4),
+        # 32 registers hold up to 8 channel vectors x 2-3 pixels (16 registers: at most 4 x 2)
+        "pw.c_vectors": divisors(vectors, 8 if fam.vector_registers >= 32 else 4),
         "pw.k_block": [d for d in divisors(cin_g) if 4 <= d <= 256 and d % step == 0] or [cin_g],
     }
 
@@ -720,7 +807,46 @@ def _schedule_depthwise_blocked(sch: Any, spec: ConvSpec, fam: Family, decide: D
     _window_tile(sch, conv, out, jo, [rh, rw, ji], b)
 
 
-def _schedule_dense(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider) -> None:
+def _schedule_dense_channels(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider) -> None:
+    """A register tile of ``dense.c_vectors`` output-channel vectors x ``dense.cols`` output columns: per tap,
+    one broadcast per column and one weight vector per channel vector. The padding is inlined as a bounds
+    check per input read: the padded (phase-split) copy of the image is a pass of its own and made the 224x224
+    stems 1.3-2.7x slower (2 Zen 4 cores). Measured there: 3->32 s2 110 us (NCHW16c out) against 240 us for
+    the ``columns`` variant tuned, 3->24 s2 130 us with NCHW output against 230."""
+    lanes, regs = fam.vector_lanes, fam.vector_registers
+    conv, pad = sch.get_sblock("conv"), sch.get_sblock("pad")
+    epi = sch.get_sblock("epilogue" if spec.placement else "out")
+    n, c, i, j, rc, rh, rw = sch.get_loops(conv)
+    cv = decide.choose(KNOBS["dense.c_vectors"], divisors(cpad // lanes, 8 if regs >= 32 else 4), 1)
+    cols = decide.choose(KNOBS["dense.cols"], divisors(spec.ow, 16), max(divisors(spec.ow, 8)))
+    co, cvo, cl = sch.split(c, [None, cv, lanes])
+    jo, ji = sch.split(j, [None, cols])
+    sch.reorder(n, co, i, jo, rc, rh, rw, ji, cvo, cl)
+    outer = sch.fuse(n, co, i)
+    sch.parallel(outer)
+    sch.compute_inline(pad)
+    sch.transform_layout(conv, ("write", 0), lambda nn, cc, ii, jj: (nn, ii, jj, cc))  # a channel vector: a register
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(epi, jo, preserve_unit_loops=True)
+    for loop in (rh, rw, ji, cvo):
+        sch.unroll(loop)
+    sch.vectorize(cl)
+    init = sch.decompose_reduction(conv, rc)
+    _vectorize_innermost(sch, init, outer)
+    eloops = sch.get_loops(epi)
+    if spec.block:  # NCHW{B}c: whole channel vectors
+        _vectorize_innermost(sch, epi, outer)
+    else:  # NCHW: each channel's columns are consecutive
+        sch.unroll(eloops[-3])
+        _vectorize_innermost(sch, epi, outer)
+    if spec.placement:
+        _schedule_placement(sch, lanes)
+
+
+def _schedule_dense(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider, variant: str) -> None:
+    if variant == "channels":
+        _schedule_dense_channels(sch, spec, fam, cpad, decide)
+        return
     lanes = fam.vector_lanes
     conv = sch.get_sblock("conv")
     pad = sch.get_sblock("pad")
@@ -758,7 +884,7 @@ def workload(spec: ConvSpec, target: Any):
     padded output-row count."""
     from tvm import te
 
-    fam = family_of(target)
+    fam = kernel_family(spec, family_of(target))
     cpad = padded_cout(spec, fam)
     inputs, out = compute(spec, cpad, wblock=weight_block(fam))
     return te.create_prim_func([*inputs, out]), cpad
@@ -766,10 +892,11 @@ def workload(spec: ConvSpec, target: Any):
 
 def schedule(sch: Any, spec: ConvSpec, target: Any, decide: Decider) -> dict[str, Any]:
     """Apply ``spec``'s template to ``sch`` (a schedule of :func:`workload`); returns the concrete decisions."""
-    fam = family_of(target)
+    fam = kernel_family(spec, family_of(target))
     cpad = padded_cout(spec, fam)
-    variant = decide.variant(KNOBS["pw.axis"] if spec.kind == "pointwise" and not fam.gpu else ONLY_VARIANT,
-                             variants(spec, fam), default_variant(spec, fam))
+    axis = {"pointwise": "pw.axis", "dense": "dense.axis"}.get(spec.kind)
+    variant = decide.variant(KNOBS[axis] if axis and not fam.gpu else ONLY_VARIANT, variants(spec, fam),
+                             default_variant(spec, fam))
     if fam.gpu:
         _schedule_gpu(sch, spec, decide)
     elif spec.kind == "pointwise":
@@ -779,7 +906,7 @@ def schedule(sch: Any, spec: ConvSpec, target: Any, decide: Decider) -> dict[str
     elif spec.kind == "depthwise":
         _schedule_depthwise(sch, spec, fam, decide)
     else:
-        _schedule_dense(sch, spec, fam, cpad, decide)
+        _schedule_dense(sch, spec, fam, cpad, decide, variant)
     return dict(decide.decisions)
 
 

@@ -150,15 +150,48 @@ def test_squeeze_excitation_convs_use_the_gemv_template():
     assert not [c for c in calls if c.category == "dense_conv" and c.args[0][0][2:] == (1, 1)]
 
 
+# lowering only (nothing runs), so both x86 families are checked on any machine
+FAMILY_TARGETS = {"avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver3"},
+                  "avx512": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"}}
+
+
+@pytest.mark.parametrize("isa", list(FAMILY_TARGETS))
 @pytest.mark.parametrize("name", ["mobilenet_v1_1_0", "mobilenet_v2", "mobilenet_v3_small"])
-def test_mobilenets_run_channel_blocked(name):
-    """MobileNets run NCHW{B}c between their first conv and the pool: one layout kernel (the first conv's
-    output), every 1x1 and depthwise conv blocked, SE scales folded into the conv after them (no multiply
-    over a feature map); ShuffleNets have none (checked by test_no_data_movement_kernels_at_224)."""
-    calls = kernel_calls(lower(load_source(name, input_size=64).mod, HOST))
+def test_mobilenets_run_channel_blocked(name, isa):
+    """MobileNets run NCHW{B}c from their first conv (which reads the NCHW image and writes NCHW{B}c) to the
+    pool: no layout kernel, every conv blocked, SE scales folded into the conv after them (no multiply over a
+    feature map); ShuffleNets have none (checked by test_no_data_movement_kernels_at_224). On AVX-512,
+    MobileNet V1 (channels all multiples of 16) runs NCHW16c throughout; V2 and V3, whose early stages have 24
+    or 40 channels, run NCHW8c there and NCHW16c after one re-blocking kernel."""
+    target = tvm.target.Target(FAMILY_TARGETS[isa])
+    calls = kernel_calls(lower(load_source(name, input_size=64).mod, target))
     layout = [c.name for c in calls if c.category == "data_movement"]
-    assert len(layout) == 1 and layout[0].startswith("to_nchw"), layout
+    assert calls[0].category == "dense_conv" and calls[0].name.endswith("c"), calls[0].name  # the stem, blocked
+    blocks = [int(c.name.rsplit("_nchw", 1)[1][:-1]) for c in calls if "_nchw" in c.name and "conv" in c.name]
+    if isa == "avx2" or name == "mobilenet_v1_1_0":
+        assert not layout and set(blocks) == {16 if isa == "avx512" else 8}, (layout, set(blocks))
+    else:  # the narrow block up to one cut, the wide one after it
+        assert len(layout) == 1 and layout[0].startswith("nchw8c_to_nchw16c_"), layout
+        cut = blocks.index(16)
+        assert cut > 0 and set(blocks[:cut]) == {8} and set(blocks[cut:]) == {16}, blocks
     convs = [c for c in calls if c.category in ("pointwise_conv", "depthwise_conv")]
     assert convs and all("_nchw" in c.name for c in convs), [c.name for c in convs if "_nchw" not in c.name]
     scaled = [c.name for c in calls if "multiply" in c.name and c.args[-1][0][2:] != (1, 1) and len(c.args[-1][0]) == 4]
     assert not scaled, scaled
+
+
+def test_reblocked_region_matches_pytorch(monkeypatch):
+    """A region that changes its block size (NCHW8c, then NCHW16c after a re-blocking kernel: MobileNet V2 on
+    AVX-512) computes what PyTorch does. Forced on any x86 CPU by offering 16- and 8-channel blocks (16-lane
+    vectors are legal everywhere; LLVM splits them on AVX2)."""
+    from tvm_shufflenet.schedules import conv2d
+
+    monkeypatch.setattr(conv2d, "block_sizes", lambda fam: [16, 8])
+    src = load_source("mobilenet_v2", input_size=64)
+    lowered = lower(src.mod, HOST)
+    assert any(c.name.startswith("nchw8c_to_nchw16c") for c in kernel_calls(lowered))
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype("float32")
+    ex = compile_module(src.mod, HOST, "shufflenet")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = pytorch("mobilenet_v2", 64, x)
+    assert np.abs(got - want).max() <= tolerance(want)

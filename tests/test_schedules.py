@@ -22,10 +22,7 @@ def torch_conv(spec: ConvSpec, x, w, b, res, passes):
     flat = spec.kind == "pointwise"
     xin = torch.from_numpy(x).reshape(spec.n, spec.cin_src, spec.h, spec.w)
     xin = xin[:, (spec.in_map or ChannelMap.identity(spec.cin)).table(spec.cin)]
-    if flat:  # (Cout/B, Cin/groups, B) blocks back to (Cout, Cin/groups)
-        w = w.transpose(0, 2, 1).reshape(-1, w.shape[1])
-    w = w[: spec.cout]
-    wt = torch.from_numpy(np.ascontiguousarray(w)).reshape(spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)
+    wt = torch.from_numpy(w)  # OIHW
     y = torch.nn.functional.conv2d(xin, wt, torch.from_numpy(b[: spec.cout]), spec.stride, spec.pad[0], 1, spec.groups)
     y = ACTS[spec.act](y)
     if res is not None:
@@ -50,18 +47,12 @@ def run_conv(spec: ConvSpec, target=HOST, decider=None):
     sp = (spec.h * spec.w,) if flat else (spec.h, spec.w)
     osp = (spec.h * spec.w,) if flat else (spec.oh, spec.ow)
     x = rng.standard_normal((spec.n, spec.cin_src, *sp)).astype("float32")
-    blk = conv2d.weight_block(family_of(target))
-    wshape = {"pointwise": (cpad, spec.cin // spec.groups), "depthwise": (spec.cout, 1, spec.kh, spec.kw)}.get(
-        spec.kind, (cpad, spec.cin // spec.groups, spec.kh, spec.kw))
-    w = rng.standard_normal(wshape).astype("float32")
-    w[spec.cout:] = 0
-    if flat:
-        w = conv2d.pack_pointwise_weight(w[: spec.cout], cpad, blk)
+    w = rng.standard_normal((spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)).astype("float32")  # OIHW
     b = rng.standard_normal(cpad).astype("float32")
     res = rng.standard_normal((spec.n, spec.cout, *osp)).astype("float32") if spec.residual else None
     passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
               for p in (spec.placement.passthrough if spec.placement else ())]
-    args = [x, w, b] + ([res] if res is not None else []) + passes
+    args = [x, conv2d.pack_weight(spec, w, cpad, family_of(target)), b] + ([res] if res is not None else []) + passes
     out = tvm.runtime.tensor(np.zeros((spec.n, spec.out_channels, *osp), "float32"))
     lib(*[tvm.runtime.tensor(a) for a in args], out)
     want = torch_conv(spec, x, w, b, res, passes)
@@ -84,6 +75,10 @@ CASES = {
     "depthwise reading a shuffle (V1)": ConvSpec(1, 60, 60, 28, 28, 60, 3, 3, 1, (1, 1, 1, 1), 60, in_map=ChannelMap(3, 20, 1, 0)),
     "depthwise 5x5 s2 hswish": ConvSpec(1, 16, 16, 14, 14, 16, 5, 5, 2, (2, 2, 2, 2), 16, act="hswish"),
     "first conv 3x3 s2": ConvSpec(1, 3, 3, 224, 224, 24, 3, 3, 2, (1, 1, 1, 1), act="relu"),
+    "first conv 3x3 s2, 16 channels, hswish": ConvSpec(1, 3, 3, 64, 64, 16, 3, 3, 2, (1, 1, 1, 1), act="hswish"),
+    "dense 3x3 s1 + residual (G4's bottleneck)": ConvSpec(1, 32, 32, 14, 14, 40, 3, 3, 1, (1, 1, 1, 1), act="relu",
+                                                         residual=True),
+    "group dense 3x3 (g=2, columns)": ConvSpec(1, 16, 16, 14, 14, 24, 3, 3, 1, (1, 1, 1, 1), groups=2, act="relu"),
     "concat + relu (V1 stride 2)": ConvSpec(1, 60, 60, 14, 14, 60, 1, 1, placement=Placement(
         120, 1, 60, (Passthrough(1, 0, 60, 60, ChannelMap(60, 1, 0, 0)),), act="relu")),
 }
@@ -99,7 +94,11 @@ def test_group_convs_of_whole_vectors_take_channel_vectors():
     """Each group's 80 output channels are whole vectors: channel tiles inside one group, every tile shape."""
     spec = CASES["pointwise group conv of whole-vector groups, reading a shuffle (V1, g=3)"]
     assert conv2d.default_variant(spec, family_of(HOST)) == "channels"
-    assert conv2d.default_variant(CASES["pointwise group conv (V1, g=3)"], family_of(HOST)) == "pixels"  # 20 per group
+    # 20 per group: whole 4-lane vectors, so the kernel narrows its vectors to 4 lanes and keeps the variant
+    narrow = CASES["pointwise group conv (V1, g=3)"]
+    assert conv2d.kernel_family(narrow, family_of(HOST)).vector_lanes == 4
+    assert conv2d.default_variant(narrow, conv2d.kernel_family(narrow, family_of(HOST))) == "channels"
+    assert conv2d.default_variant(narrow.with_(cout=63), family_of(HOST)) == "pixels"  # 21 per group: no vectors
     for cv in [d for d in (1, 2, 3, 4) if (80 // family_of(HOST).vector_lanes) % d == 0]:
         values = {"pw.axis": "channels", "pw.c_vectors": cv, "pw.k_block": 20, "pw.pixels": [7, 7, 4]}
         got, want, knobs = run_conv(spec, decider=FixedDecider(values))
@@ -150,8 +149,8 @@ def test_pool_and_dense_templates():
     func, mp, _ = dense.kernel(spec, HOST, DefaultDecider())
     rng = np.random.default_rng(2)
     xv, w, b = rng.standard_normal((1, 1024)).astype("float32"), rng.standard_normal((1024, 1000)).astype("float32"), rng.standard_normal(1000).astype("float32")
-    wp, bp = np.zeros((1024, mp), "float32"), np.zeros(mp, "float32")
-    wp[:, :1000], bp[:1000] = w, b
+    wp, bp = dense.pack_weight(w, spec, HOST), np.zeros(mp, "float32")
+    bp[:1000] = b
     lib = tvm.compile(tvm.IRModule({"main": func}), target=HOST)
     out = tvm.runtime.tensor(np.zeros((1, 1000), "float32"))
     lib(tvm.runtime.tensor(xv), tvm.runtime.tensor(wp), tvm.runtime.tensor(bp), out)
@@ -235,6 +234,7 @@ BLOCKED = {
     "NCHW{B}c depthwise 3x3 s1 relu6": ConvSpec(1, 32, 32, 28, 28, 32, 3, 3, 1, (1, 1, 1, 1), 32, act="relu6"),
     "NCHW{B}c depthwise 3x3 s2": ConvSpec(1, 16, 16, 28, 28, 16, 3, 3, 2, (1, 1, 1, 1), 16, act="relu"),
     "NCHW{B}c depthwise 5x5 s2 hswish": ConvSpec(1, 48, 48, 14, 14, 48, 5, 5, 2, (2, 2, 2, 2), 48, act="hswish"),
+    "NCHW{B}c stem (NCHW image in) 3x3 s2 relu6": ConvSpec(1, 3, 3, 56, 56, 32, 3, 3, 2, (1, 1, 1, 1), act="relu6"),
 }
 
 
@@ -244,21 +244,27 @@ def _blocked(a: np.ndarray, b: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", list(BLOCKED))
-@pytest.mark.parametrize("values", [{}, {"pw.c_vectors": 1, "pw.k_block": 8, "pw.pixels": "7 per tile", "dw.cols": 1}])
-def test_blocked_kernels_match_pytorch(case, values):
-    """NCHW{B}c kernels (MobileNets' convs) against PyTorch on NCHW tensors, blocked here by numpy."""
+@pytest.mark.parametrize("values", [{}, {"pw.c_vectors": 1, "pw.k_block": "B", "pw.pixels": "7 per tile", "dw.cols": 1,
+                                        "dense.c_vectors": 2, "dense.cols": 4}])
+@pytest.mark.parametrize("size", ["narrowest", "widest"])
+def test_blocked_kernels_match_pytorch(case, values, size):
+    """NCHW{B}c kernels (MobileNets' convs) against PyTorch on NCHW tensors, blocked here by numpy, for each block
+    size of this CPU (AVX-512: 16 and 8) that divides the case's channels."""
     fam = family_of(HOST)
-    b = fam.vector_lanes
+    fits = [b for b in conv2d.block_sizes(fam) if conv2d.blockable(BLOCKED[case].with_(in_scale=False), fam, b)]
+    assert fits, "every case has channels of whole 8-lane blocks"
+    b = fits[-1] if size == "narrowest" else fits[0]
+    if size == "widest" and len(fits) == 1:
+        pytest.skip(f"{b} is the only block size for these channels on {fam.name}")
     spec = BLOCKED[case].with_(block=b)
-    assert conv2d.blockable(BLOCKED[case].with_(in_scale=False), fam)
     if "pw.pixels" in values:  # every map here is a multiple of 7 pixels
-        values = {**values, "pw.pixels": [spec.h * spec.w // 7, 1, 7]}
+        values = {**values, "pw.pixels": [spec.h * spec.w // 7, 1, 7], "pw.k_block": b}
     func, _, knobs = conv2d.kernel(spec, HOST, FixedDecider(dict(values)))
     lib = tvm.compile(tvm.IRModule({"main": func}), target=HOST)
     rng = np.random.default_rng(1)
-    pw = spec.kind == "pointwise"
+    pw, stem = spec.kind == "pointwise", spec.kind == "dense"
     x = rng.standard_normal((spec.n, spec.cin, spec.h, spec.w)).astype("float32")
-    w = rng.standard_normal((spec.cout, 1 if not pw else spec.cin, spec.kh, spec.kw)).astype("float32")
+    w = rng.standard_normal((spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)).astype("float32")
     bias = rng.standard_normal(spec.cout).astype("float32")
     gate = rng.random((spec.n, spec.cin)).astype("float32") if spec.in_scale else None
     want = torch.nn.functional.conv2d(torch.from_numpy(x if gate is None else x * gate[:, :, None, None]),
@@ -269,13 +275,13 @@ def test_blocked_kernels_match_pytorch(case, values):
     if res is not None:
         want = want + res
     flat = (lambda a: a.reshape(a.shape[0], a.shape[1], -1, b)) if pw else (lambda a: a)
-    wk = conv2d.pack_pointwise_weight(w, spec.cout, b) if pw else conv2d.pack_depthwise_weight(w, b)
-    args = [flat(_blocked(x, b)), wk, bias] + ([flat(_blocked(res, b))] if res is not None else [])
+    wk = conv2d.pack_weight(spec, w, spec.cout, fam)
+    args = [x if stem else flat(_blocked(x, b)), wk, bias] + ([flat(_blocked(res, b))] if res is not None else [])
     args += [gate] if gate is not None else []
     out = tvm.runtime.tensor(np.zeros(flat(_blocked(want, b)).shape, "float32"))
     lib(*[tvm.runtime.tensor(a) for a in args], out)
     got = out.numpy().reshape(_blocked(want, b).shape)
     assert np.abs(got - _blocked(want, b)).max() <= 1e-4 * np.ptp(want), knobs
     for name, v in values.items():
-        if name in knobs and name != "dw.cols":
+        if name in knobs and name not in ("dw.cols", "dense.c_vectors"):  # the case's candidates may lack them
             assert knobs[name] == v, name

@@ -78,12 +78,7 @@ def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[
     return (made[0], None, made[1]) if len(made) == 2 else made
 
 
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    if a.shape[0] == rows:
-        return a
-    out = np.zeros((rows, *a.shape[1:]), a.dtype)
-    out[: a.shape[0]] = a
-    return out
+_pad_rows = conv2d.pad_rows
 
 
 def _is_gemv(spec: Any) -> bool:
@@ -94,7 +89,7 @@ def _is_gemv(spec: Any) -> bool:
 
 
 def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any]) -> Any:
-    """SE convs through the classifier's template: weights laid out ``(Cin, Cout)``, unit-stride vector loads.
+    """SE convs through the classifier's template: its packed weights, one contiguous stream per output vector.
 
     The direct-conv template reads a 1x1 conv's weights with a stride of Cin per output channel, which is
     fine while they sit in cache and slow when they stream from memory, as they do inside the network.
@@ -104,8 +99,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     dspec = dense.DenseSpec(spec.n, spec.cin, spec.cout, spec.bias, spec.act)
     func, mp, knobs = _kernel("dense", dspec, target, decide)
     w = const_of(args[1]).reshape(spec.cout, spec.cin)
-    new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))),
-                relax.const(np.ascontiguousarray(_pad_rows(w, mp).T))]
+    new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))), relax.const(dense.pack_weight(w.T, dspec, target))]
     if spec.bias:
         new_args.append(relax.const(_pad_rows(const_of(args[2]), mp)))
     gv = _register(bb, func, f"se_dense_{spec.cin}x{spec.cout}", "dense", dspec.to_json(), knobs)
@@ -113,7 +107,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     return relax.op.reshape(out, (spec.n, spec.cout, 1, 1))
 
 
-LAYOUT_ATTR = "tvm_shufflenet.layout"  # "block:B" (NCHW -> NCHW{B}c) or "unblock:B" on layout kernels
+LAYOUT_ATTR = "tvm_shufflenet.layout"  # "block:B" (NCHW -> NCHW{B}c), "unblock:B", "reblock:B1:B2" on layout kernels
 _UNBLOCK_PREFIX = "from_nchw"  # names of unblocking kernels (a global pool reads their source instead)
 
 
@@ -151,10 +145,40 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
 
 
-def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], block: int) -> Any:
-    """A conv as an NCHW{B}c kernel: it reads its blocked producer's output, else a layout kernel's, and its
-    output is unblocked by a layout kernel that stays only where a consumer is not blocked (dead code
-    elimination removes the rest)."""
+def _reblock_kernel(bb: Any, x: Any, block: int, made: dict[tuple[Any, int], Any]) -> Any:
+    """NCHW{B1}c ``x`` as NCHW{B}c (``block`` = B): one scheduled kernel per tensor and block (``made`` keeps
+    them), threads over (channel block, row), a vector of ``B`` channels assembled from whole source vectors.
+    Only where a region changes its block size (:func:`_region_blocks`)."""
+    from tvm import relax, te
+    from tvm.s_tir import Schedule
+
+    n, cb, h, w, b1 = shape_of(x)
+    if b1 == block:
+        return x
+    if (x, block) in made:
+        return made[(x, block)]
+    c = cb * b1
+    src = te.placeholder((n, cb, h, w, b1), "float32", name="x")
+    out = te.compute((n, c // block, h, w, block),
+                     lambda a, o, i, j, b: src[a, (o * block + b) // b1, i, j, (o * block + b) % b1], name="out")
+    sch = Schedule(te.create_prim_func([src, out]))
+    a, o, i, j, b = sch.get_loops(sch.get_sblock("out"))
+    sch.parallel(sch.fuse(a, o, i))
+    if block > b1:  # whole source vectors: (block / b1) loads of b1 lanes
+        _, lanes = sch.split(b, [None, b1])
+        sch.vectorize(lanes)
+    else:
+        sch.vectorize(b)
+    gv = _add_scheduled(bb, sch.mod["main"], f"nchw{b1}c_to_nchw{block}c_{c}_{h}", {LAYOUT_ATTR: f"reblock:{b1}:{block}"})
+    made[(x, block)] = bb.emit(relax.call_tir(gv, [x], relax.TensorType((n, c // block, h, w, block), "float32")))
+    return made[(x, block)]
+
+
+def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], block: int,
+                   reblocked: dict[tuple[Any, int], Any]) -> Any:
+    """A conv as an NCHW{B}c kernel: it reads its blocked producer's output (re-blocked if the producer's block
+    differs), else a layout kernel's, and its output is unblocked by a layout kernel that stays only where a
+    consumer is not blocked (dead code elimination removes the rest)."""
     from tvm import relax
 
     pw = spec.kind == "pointwise"
@@ -163,12 +187,13 @@ def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args
         args = [gate[0], *args[1:]]
     spec = spec.with_(block=block, in_scale=gate is not None)
     func, _, knobs = _kernel("conv2d", spec, target, decide)
-    w = const_of(args[1])
-    w = conv2d.pack_pointwise_weight(w, spec.cout, block) if pw else conv2d.pack_depthwise_weight(w, block)
+    w = conv2d.pack_weight(spec, const_of(args[1]), spec.cout, family_of(target))
+    stem = spec.kind == "dense"  # reads the NCHW image, writes NCHW{B}c
     # inside a blocked region the input was just unblocked by its producer: read the blocked tensor (the
     # unblocking kernel, left without users, goes at dead-code elimination)
-    data = [src if (src := _blocked_source(bb, a)) is not None else _layout_kernel(bb, a, block, True)
-            for a in [args[0], *args[3:]]]
+    data = [a if stem and k == 0 else _reblock_kernel(bb, src, block, reblocked)
+            if (src := _blocked_source(bb, a)) is not None else _layout_kernel(bb, a, block, True)
+            for k, a in enumerate([args[0], *args[3:]])]
     if pw:  # the kernel sees (N, C/B, H*W, B) views
         data = [bb.emit(relax.op.reshape(a, (spec.n, shape_of(a)[1], spec.h * spec.w, block))) for a in data]
     new_args = [data[0], relax.const(w)] + ([relax.const(const_of(args[2]))] if spec.bias else []) + data[1:]
@@ -238,19 +263,24 @@ def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
     return relax.op.reshape(pooled, out_shape)
 
 
-def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
-    """The conv bindings that run NCHW{B}c.
+def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> dict[int, int]:
+    """The conv bindings that run NCHW{B}c, each with its block size ``B``.
 
     Candidates are :func:`conv2d.blockable` convs; one reading another's output joins its region. A region
     pays a layout kernel for every tensor that enters it from outside and for every use outside it of a tensor
     it makes (a global pool reads blocked tensors, an SE scale folds into the conv after it), so a region is
     kept only with at least four convs per such edge: a MobileNet is one region with one edge (the stem's
     output); ShuffleNet's few whole-vector convs between shuffles would add kernels for nothing (and the
-    shuffle pipeline's claim is no data-movement kernels)."""
-    if not _BLOCKING.get():
-        return set()
-    can = {i for i, b in enumerate(graph.bindings)
-           if (spec := conv_call(mod, b.value)) is not None and not _is_gemv(spec) and conv2d.blockable(spec, fam)}
+    shuffle pipeline's claim is no data-movement kernels). A region takes the widest block of
+    :func:`conv2d.block_sizes` that divides all its channel counts (on AVX-512: 16, else 8)."""
+    sizes = conv2d.block_sizes(fam)
+    if not _BLOCKING.get() or not sizes:
+        return {}
+    specs = {i: spec for i, b in enumerate(graph.bindings)
+             if (spec := conv_call(mod, b.value)) is not None and not _is_gemv(spec)
+             and conv2d.blockable(spec, fam, sizes[-1])
+             and (spec.kind != "dense" or graph.producer.get(b.value.args[1].fields[0]) is None)}  # stems only
+    can = set(specs)
 
     def producer(expr: Any) -> int | None:
         i = graph.producer.get(expr)
@@ -273,14 +303,15 @@ def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
     reads: dict[int, list[int | None]] = {}
     for i in can:
         fields = graph.bindings[i].value.args[1].fields
-        srcs = [se_source(producer(fields[0]))] + [producer(f) for f in fields[3:]]
+        # a stem reads the NCHW image: no layout kernel in front of it
+        srcs = [] if specs[i].kind == "dense" else [se_source(producer(fields[0]))] + [producer(f) for f in fields[3:]]
         reads[i] = srcs
-        if srcs[0] in can:
+        if srcs and srcs[0] in can:
             parent[root(i)] = root(srcs[0])
     regions: dict[int, list[int]] = {}
     for i in can:
         regions.setdefault(root(i), []).append(i)
-    keep: set[int] = set()
+    keep: dict[int, int] = {}
     for members in regions.values():
         inside = set(members)
         entering = {s for i in members for s in reads[i] if s not in inside}
@@ -291,27 +322,55 @@ def _blocked_convs(mod: Any, graph: Graph, fam: Any) -> set[int]:
                     leaving += 1
                 elif u not in inside:
                     pooled = op_name(graph.bindings[u].value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
-                    folded = se_source(u) == i and any(reads[j][0] == i for j in members)
+                    folded = se_source(u) == i and any(reads[j][:1] == [i] for j in members)
                     leaving += not (pooled or folded)
         if len(members) > 1 and len(members) >= 4 * (len(entering) + leaving):
-            keep.update(members)
+            keep.update(_region_blocks(members, specs, reads, sizes, fam))
     return keep
 
 
-def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], blocked: bool = False) -> Any:
+# multiply-adds that re-blocking one element must buy: the wider block made MobileNet V2's later 1x1 and
+# depthwise convs 10-40% faster on 2 Zen 4 cores (16 vs 8 lanes), and a re-blocking kernel moves an element
+# in the time of a few dozen multiply-adds
+_MACS_PER_REBLOCKED = 256
+
+
+def _region_blocks(members: list[int], specs: dict[int, Any], reads: dict[int, list[int | None]], sizes: list[int],
+                   fam: Any) -> dict[int, int]:
+    """Each conv's block in one region: the widest of ``sizes`` that divides every channel count in it; or, when
+    only the region's early convs need the narrower block (MobileNet V2's 24-channel stage), the narrower one
+    up to a cut and the wider one after it, paying one re-blocking kernel per tensor that crosses the cut. The
+    cut maximises the multiply-adds run wide less ``_MACS_PER_REBLOCKED`` per element re-blocked."""
+    order = sorted(members)
+    widest = {i: next(b for b in sizes if conv2d.blockable(specs[i], fam, b)) for i in order}
+    blocks = dict.fromkeys(order, min(widest.values()))
+    if len(sizes) < 2 or min(widest.values()) == sizes[0]:
+        return blocks
+    last_narrow = max(k for k, i in enumerate(order) if widest[i] != sizes[0])
+    best: tuple[int, int] | None = None
+    for t in range(last_narrow + 1, len(order)):
+        after = set(order[t:])
+        crossing = {s for i in after for s in reads[i] if s is not None and s in blocks and s not in after}
+        moved = sum(specs[s].n * specs[s].cout * specs[s].oh * specs[s].ow for s in crossing)
+        gain = sum(specs[i].macs for i in after) - _MACS_PER_REBLOCKED * moved
+        if gain > 0 and (best is None or gain > best[0]):
+            best = (gain, t)
+    if best is not None:
+        blocks.update(dict.fromkeys(order[best[1]:], sizes[0]))
+    return blocks
+
+
+def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: list[Any], block: int = 0,
+                reblocked: dict[tuple[Any, int], Any] | None = None) -> Any:
     from tvm import relax
 
     if _is_gemv(spec):
         return _lower_gemv(bb, target, decide, spec, args)
-    if blocked:
-        return _lower_blocked(bb, target, decide, spec, args, family_of(target).vector_lanes)
+    if block:
+        return _lower_blocked(bb, target, decide, spec, args, block, {} if reblocked is None else reblocked)
     func, cpad, knobs = _kernel("conv2d", spec, target, decide)
-    w = const_of(args[1])
+    w = conv2d.pack_weight(spec, const_of(args[1]), cpad, family_of(target))
     bias = const_of(args[2]) if spec.bias else None
-    if spec.kind == "pointwise":  # the template reads (Cout/B, Cin/groups, B) blocks
-        w = conv2d.pack_pointwise_weight(w, cpad, conv2d.weight_block(family_of(target)))
-    else:
-        w = _pad_rows(w, cpad)
     new_args = [args[0], relax.const(w)]
     if bias is not None:
         new_args.append(relax.const(_pad_rows(bias, cpad)))
@@ -386,16 +445,18 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             dense_used.update(m["used"])
 
     blocked = _blocked_convs(mod, graph, family_of(target))
+    reblocked: dict[tuple[Any, int], Any] = {}  # (NCHW{B1}c tensor, B2) -> its NCHW{B2}c copy
 
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
         b = g.bindings[i]
         spec = conv_call(mod, b.value)
         if spec is not None:
-            return _lower_conv(bb, target, decide, spec, [new(a) for a in b.value.args[1].fields], i in blocked)
+            return _lower_conv(bb, target, decide, spec, [new(a) for a in b.value.args[1].fields],
+                               blocked.get(i, 0), reblocked)
         if i in dense_plans:
             m = dense_plans[i]
             func, mp, knobs = _kernel("dense", m["spec"], target, decide)
-            args = [new(m["x"]), relax.const(np.ascontiguousarray(_pad_rows(m["w"].T, mp).T))]
+            args = [new(m["x"]), relax.const(dense.pack_weight(m["w"], m["spec"], target))]
             if m["bias"] is not None:
                 args.append(relax.const(_pad_rows(m["bias"].astype("float32"), mp)))
             gv = _register(bb, func, f"dense_{m['spec'].k}x{m['spec'].m}", "dense", m["spec"].to_json(), knobs)
