@@ -455,6 +455,27 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         src = te.placeholder((spec.n, ptd.channels, *osp_shape), dt, name=f"pass{i}")
         inputs.append(src)
         sources.append((ptd, src))
+    tiled = tiled_placement(spec) if kind == "pointwise" else None
+    if tiled is not None:  # the output as (N, rows, parts, HW) or (N, parts, rows, HW): each part an affine read
+        how, k = tiled
+        parts = [pl.offset] + [ptd.offset for ptd in pl.passthrough]
+        part_of = {(o if how == "interleaved" else o // spec.cout): i for i, o in enumerate(parts)}
+
+        def part_value(n: Any, r: Any, part: Any, p: Any) -> Any:
+            val = epi[n, r, p]
+            for q in range(k):
+                i = part_of[q]
+                if i:
+                    ptd, src = sources[i - 1]
+                    val = tirx.if_then_else(part == q, src[n, ptd.map(r), p], val)
+            return _act(pl.act, val, dt)
+
+        if how == "interleaved":
+            out = te.compute((spec.n, spec.cout, k, spec.h * spec.w), part_value, name="out")
+        else:
+            out = te.compute((spec.n, k, spec.cout, spec.h * spec.w), lambda n, q, r, p: part_value(n, r, q, p),
+                             name="out")
+        return inputs, out
 
     def out_value(n: Any, c: Any, *sp: Any) -> Any:
         rel = c - pl.offset
@@ -469,6 +490,39 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
 
     out = te.compute((spec.n, pl.total, *osp_shape), out_value, name="out")
     return inputs, out
+
+
+def tiled_placement(spec: ConvSpec) -> tuple[str, int] | None:
+    """``("interleaved", k)`` when a placed output is ``k`` parts of ``cout`` channels interleaved (channel
+    ``r * k + q`` is row ``r`` of part ``q``: a channel shuffle of two branches), ``("stacked", k)`` when the parts
+    are concatenated (channel ``q * cout + r``), else None. One part is the conv's rows, the others passthroughs.
+
+    A pointwise kernel writes such an output as ``(N, cout, k, HW)`` or ``(N, k, cout, HW)`` (the same memory as
+    ``(N, k * cout, HW)``), so each part reads its source at row ``r``, and the copy runs inside each parallel
+    task right after the task's epilogue, on rows still in cache. As one nest of its own over the clamped
+    ``(c - offset) // stride`` row it ran ShuffleNet V2's shuffling 1x1 convs at 1.3-1.5x the time of the same
+    conv without a placement (116x116 at 14x14, 2 Zen 4 cores: 52 against 35 us)."""
+    pl = spec.placement
+    if pl is None or not pl.passthrough or any(p.length != spec.cout for p in pl.passthrough):
+        return None
+    k = 1 + len(pl.passthrough)
+    parts = [(pl.stride, pl.offset)] + [(p.stride, p.offset) for p in pl.passthrough]
+    if pl.total != k * spec.cout:
+        return None
+    if all(st == k for st, _ in parts) and sorted(o for _, o in parts) == list(range(k)):
+        return ("interleaved", k)
+    if all(st == 1 for st, _ in parts) and sorted(o for _, o in parts) == [q * spec.cout for q in range(k)]:
+        return ("stacked", k)
+    return None
+
+
+def out_shape(spec: ConvSpec) -> tuple[int, ...]:
+    """The shape of a pointwise kernel's output buffer (the flat ``(N, C, H*W)``, or its tiled placement's view)."""
+    hw = spec.h * spec.w
+    tiled = tiled_placement(spec)
+    if tiled is None:
+        return (spec.n, spec.out_channels, hw)
+    return (spec.n, spec.cout, tiled[1], hw) if tiled[0] == "interleaved" else (spec.n, tiled[1], spec.cout, hw)
 
 
 def blockable(spec: ConvSpec, fam: Family, block: int | None = None) -> bool:
@@ -676,7 +730,8 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
         cv = decide.choose(KNOBS["pw.c_vectors"], cands["pw.c_vectors"], dflt["pw.c_vectors"])
         kb = decide.choose(KNOBS["pw.k_block"], cands["pw.k_block"], dflt["pw.k_block"])
         co, cvo, cl = sch.split(c, [None, cv, lanes])
-        pc, po, pi = sch.split(p, decide.tile(sch, p, KNOBS["pw.pixels"], 3, 16, dflt["pw.pixels"]))
+        pix = decide.tile(sch, p, KNOBS["pw.pixels"], 3, 16, dflt["pw.pixels"])
+        pc, po, pi = sch.split(p, pix)
         ko, ki = sch.split(k, [None, kb])
         sch.reorder(n, co, pc, ko, po, ki, pi, cvo, cl)
         if spec.block:
@@ -707,8 +762,17 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
         sch.reorder(n, co, po, k, ci, pv)
         outer = sch.fuse(n, co, po)
         sch.parallel(outer)
+        pix = factors
         _finish_register_tile(sch, conv, epi, outer, [ci], pv, k, factors[-1])
-    if spec.placement:
+    tiled = tiled_placement(spec)
+    if tiled:  # the parts copied in each task right after its epilogue, a register tile's pixels a vector
+        out = sch.get_sblock("out")
+        sch.reverse_compute_at(out, outer, preserve_unit_loops=True)
+        loops = sch.get_loops(out)
+        sch.unroll(loops[-2] if tiled[0] == "interleaved" else loops[-3])
+        _, pv = sch.split(loops[-1], [None, pix[-1]])
+        sch.vectorize(pv)
+    elif spec.placement:
         _schedule_placement(sch, lanes)
 
 

@@ -53,10 +53,10 @@ def run_conv(spec: ConvSpec, target=HOST, decider=None):
     passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
               for p in (spec.placement.passthrough if spec.placement else ())]
     args = [x, conv2d.pack_weight(spec, w, cpad, family_of(target)), b] + ([res] if res is not None else []) + passes
-    out = tvm.runtime.tensor(np.zeros((spec.n, spec.out_channels, *osp), "float32"))
+    out = tvm.runtime.tensor(np.zeros(conv2d.out_shape(spec) if flat else (spec.n, spec.out_channels, *osp), "float32"))
     lib(*[tvm.runtime.tensor(a) for a in args], out)
     want = torch_conv(spec, x, w, b, res, passes)
-    return out.numpy(), want, knobs
+    return out.numpy().reshape(want.shape), want, knobs
 
 
 SHUFFLE_PLACEMENT = Placement(116, 2, 1, (Passthrough(2, 0, 58, 116, ChannelMap(58, 1, 0, 0)),))
@@ -104,6 +104,29 @@ def test_group_convs_of_whole_vectors_take_channel_vectors():
         got, want, knobs = run_conv(spec, decider=FixedDecider(values))
         assert knobs["pw.axis"] == "channels" and knobs["pw.c_vectors"] == cv
         assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
+
+
+# shuffled outputs: two interleaved parts (ShuffleNet V2), reading a shuffled passthrough; three stacked parts
+PLACED = {
+    "interleaved, shuffled passthrough": ConvSpec(1, 58, 58, 14, 14, 58, 1, 1, act="relu", placement=Placement(
+        116, 2, 0, (Passthrough(2, 1, 58, 116, ChannelMap(2, 58, 1, 0)),))),
+    "stacked, three parts, relu after": ConvSpec(1, 24, 24, 14, 14, 20, 1, 1, placement=Placement(
+        60, 1, 20, (Passthrough(1, 0, 20, 40, ChannelMap(20, 1, 0, 20)), Passthrough(1, 40, 20, 20, ChannelMap(20))),
+        act="relu")),
+}
+
+
+@pytest.mark.parametrize("case", list(PLACED))
+@pytest.mark.parametrize("values", [{}, {"pw.axis": "pixels", "pw.co_tile": 2, "pw.p_split": [49, 4]},
+                                    {"pw.axis": "channels", "pw.c_vectors": 1, "pw.k_block": 4, "pw.pixels": [2, 14, 7]}])
+def test_tiled_placements_match_pytorch(case, values):
+    """A placed output whose parts tile it (interleaved or stacked) is written per task, part by part, as an
+    (N, rows, parts, HW) or (N, parts, rows, HW) view of the same memory."""
+    spec = PLACED[case]
+    assert conv2d.tiled_placement(spec) == (("interleaved", 2) if "interleaved" in case else ("stacked", 3))
+    got, want, knobs = run_conv(spec, decider=FixedDecider(dict(values)))
+    assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
+    assert conv2d.tiled_placement(spec.with_(placement=Placement(116, 2, 0, (Passthrough(2, 1, 57, 116, ChannelMap(57)),)))) is None
 
 
 @pytest.mark.parametrize("values", [
@@ -171,11 +194,12 @@ def test_families_and_every_template_builds(target, family, lanes):
         assert knobs and tvm.compile(tvm.IRModule({"main": func}), target=tgt) is not None
 
 
-def test_knobs_are_searchable():
+@pytest.mark.parametrize("case", ["pointwise 58->58 28x28 relu", "interleaved, shuffled passthrough"])
+def test_knobs_are_searchable(case):
     """Under a tuner every knob is a sampled decision (a random variable), and the schedule still builds."""
     from tvm.s_tir import Schedule
 
-    spec = CASES["pointwise 58->58 28x28 relu"]
+    spec = {**CASES, **PLACED}[case]
     func, _ = conv2d.workload(spec, HOST)
     for variant in conv2d.variants(spec, family_of(HOST)):
         sch = Schedule(func, seed=7)

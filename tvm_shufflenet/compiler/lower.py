@@ -380,7 +380,7 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
         hw = spec.h * spec.w
         flat = [bb.emit(relax.op.reshape(a, (spec.n, shape_of(a)[1], hw))) if (i == 0 or i >= 3) else a
                 for i, a in enumerate(new_args)]
-        out = bb.emit(relax.call_tir(gv, flat, relax.TensorType((spec.n, spec.out_channels, hw), spec.dtype)))
+        out = bb.emit(relax.call_tir(gv, flat, relax.TensorType(conv2d.out_shape(spec), spec.dtype)))
         return relax.op.reshape(out, (spec.n, spec.out_channels, spec.h, spec.w))
     return relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.out_channels, spec.oh, spec.ow), spec.dtype))
 
