@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .knobs import (GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of,
-                    padded_rows)
+                    pad_rows, padded_rows)
 
 __all__ = ["ChannelMap", "Passthrough", "Placement", "ConvSpec", "kernel", "KNOBS"]
 
@@ -605,18 +605,6 @@ def pack_weight(spec: ConvSpec, w: Any, cpad: int, fam: Family) -> Any:
     return pad_rows(w, cpad)
 
 
-def pad_rows(a: Any, rows: int) -> Any:
-    """``a`` with zero rows appended up to ``rows`` (padded output channels: computed, never stored)."""
-    import numpy as np
-
-    a = np.asarray(a)
-    if a.shape[0] == rows:
-        return a
-    out = np.zeros((rows, *a.shape[1:]), a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
 def pack_dense_weight(w: Any, cpad: int, block: int) -> Any:
     """OIHW -> ``(cpad/B, I, KH, KW, B)``, rows past ``O`` zero: a tap's weights for a vector of output channels
     are one load (the dense template's ``channels`` variant; the ``columns`` variant broadcasts them)."""
@@ -897,12 +885,9 @@ def _schedule_dense_channels(sch: Any, spec: ConvSpec, fam: Family, cpad: int, d
     sch.vectorize(cl)
     init = sch.decompose_reduction(conv, rc)
     _vectorize_innermost(sch, init, outer)
-    eloops = sch.get_loops(epi)
-    if spec.block:  # NCHW{B}c: whole channel vectors
-        _vectorize_innermost(sch, epi, outer)
-    else:  # NCHW: each channel's columns are consecutive
-        sch.unroll(eloops[-3])
-        _vectorize_innermost(sch, epi, outer)
+    if not spec.block:  # NCHW: each channel's columns are consecutive (NCHW{B}c: whole channel vectors)
+        sch.unroll(sch.get_loops(epi)[-3])
+    _vectorize_innermost(sch, epi, outer)
     if spec.placement:
         _schedule_placement(sch, lanes)
 

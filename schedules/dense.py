@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import json
 from typing import Any
 
-from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, divisors, family_of, padded_rows
+from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, divisors, family_of, pad_rows, padded_rows
 
 __all__ = ["DenseSpec", "KNOBS", "workload", "schedule", "kernel", "pack_weight"]
 
@@ -56,8 +56,7 @@ def pack_weight(w: Any, spec: DenseSpec, target: Any) -> Any:
     import numpy as np
 
     mp, lanes = padded_m(spec, target), _lanes(target)
-    full = np.zeros((spec.k, mp), np.float32)
-    full[:, : spec.m] = w
+    full = pad_rows(np.asarray(w, np.float32).T, mp).T
     return np.ascontiguousarray(full.reshape(spec.k, mp // lanes, lanes).transpose(1, 0, 2))
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 __all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider",
-           "SampledDecider", "ONLY_VARIANT", "divisors", "padded_rows"]
+           "SampledDecider", "ONLY_VARIANT", "divisors", "padded_rows", "pad_rows"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,18 @@ def divisors(n: int, at_most: int | None = None) -> list[int]:
     """Divisors of ``n`` (at most ``at_most``), ascending."""
     top = n if at_most is None else min(n, at_most)
     return [d for d in range(1, top + 1) if n % d == 0]
+
+
+def pad_rows(a: Any, rows: int) -> Any:
+    """``a`` with zero rows appended up to ``rows`` (padded output channels: computed, never stored)."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.shape[0] == rows:
+        return a
+    out = np.zeros((rows, *a.shape[1:]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
 
 
 def padded_rows(rows: int, lanes: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..schedules import conv2d, dense, pool
-from ..schedules.knobs import Decider, DefaultDecider, family_of
+from ..schedules.knobs import Decider, DefaultDecider, family_of, pad_rows
 from .fuse_conv import conv_call
 from .graph import DROP, KEEP, Graph, const_of, const_through, op_name, rebuild, shape_of
 
@@ -78,9 +78,6 @@ def _kernel(name: str, spec: Any, target: Any, decide: DeciderFactory) -> tuple[
     return (made[0], None, made[1]) if len(made) == 2 else made
 
 
-_pad_rows = conv2d.pad_rows
-
-
 def _is_gemv(spec: Any) -> bool:
     """A 1x1 conv on a 1x1 map (squeeze-and-excitation): a matrix-vector product, not a convolution."""
     return (spec.h == spec.w == spec.kh == spec.kw == 1 and spec.groups == 1 and spec.placement is None
@@ -101,7 +98,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     w = const_of(args[1]).reshape(spec.cout, spec.cin)
     new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))), relax.const(dense.pack_weight(w.T, dspec, target))]
     if spec.bias:
-        new_args.append(relax.const(_pad_rows(const_of(args[2]), mp)))
+        new_args.append(relax.const(pad_rows(const_of(args[2]), mp)))
     gv = _register(bb, func, f"se_dense_{spec.cin}x{spec.cout}", "dense", dspec.to_json(), knobs)
     out = bb.emit(relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.cout), spec.dtype)))
     return relax.op.reshape(out, (spec.n, spec.cout, 1, 1))
@@ -373,7 +370,7 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     bias = const_of(args[2]) if spec.bias else None
     new_args = [args[0], relax.const(w)]
     if bias is not None:
-        new_args.append(relax.const(_pad_rows(bias, cpad)))
+        new_args.append(relax.const(pad_rows(bias, cpad)))
     new_args += args[3:]
     gv = _register(bb, func, f"{spec.kind}_conv_{spec.cin}x{spec.cout}_{spec.oh}", "conv2d", spec.to_json(), knobs)
     if spec.kind == "pointwise":
@@ -458,7 +455,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             func, mp, knobs = _kernel("dense", m["spec"], target, decide)
             args = [new(m["x"]), relax.const(dense.pack_weight(m["w"], m["spec"], target))]
             if m["bias"] is not None:
-                args.append(relax.const(_pad_rows(m["bias"].astype("float32"), mp)))
+                args.append(relax.const(pad_rows(m["bias"].astype("float32"), mp)))
             gv = _register(bb, func, f"dense_{m['spec'].k}x{m['spec'].m}", "dense", m["spec"].to_json(), knobs)
             return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), "float32"))
         if i in dense_used:
