@@ -36,6 +36,8 @@ def torch_conv(spec: ConvSpec, x, w, b, res, passes):
             s = torch.from_numpy(src).reshape(spec.n, pt.channels, *y.shape[2:])
             out[:, pt.offset :: pt.stride][:, : pt.length] = s[:, pt.map.table(pt.length)]
         y = ACTS[pl.act](out)
+    if spec.pool:
+        y = torch.nn.functional.max_pool2d(y, spec.pool, spec.pool_stride, spec.pool_pad[0])
     return y.numpy().reshape(spec.n, spec.out_channels, -1) if flat else y.numpy()
 
 
@@ -53,7 +55,8 @@ def run_conv(spec: ConvSpec, target=HOST, decider=None):
     passes = [rng.standard_normal((spec.n, p.channels, *osp)).astype("float32")
               for p in (spec.placement.passthrough if spec.placement else ())]
     args = [x, conv2d.pack_weight(spec, w, cpad, family_of(target)), b] + ([res] if res is not None else []) + passes
-    out = tvm.runtime.tensor(np.zeros(conv2d.out_shape(spec) if flat else (spec.n, spec.out_channels, *osp), "float32"))
+    out_sp = (spec.out_h, spec.out_w)
+    out = tvm.runtime.tensor(np.zeros(conv2d.out_shape(spec) if flat else (spec.n, spec.out_channels, *out_sp), "float32"))
     lib(*[tvm.runtime.tensor(a) for a in args], out)
     want = torch_conv(spec, x, w, b, res, passes)
     return out.numpy().reshape(want.shape), want, knobs
@@ -76,6 +79,10 @@ CASES = {
     "depthwise 5x5 s2 hswish": ConvSpec(1, 16, 16, 14, 14, 16, 5, 5, 2, (2, 2, 2, 2), 16, act="hswish"),
     "first conv 3x3 s2": ConvSpec(1, 3, 3, 224, 224, 24, 3, 3, 2, (1, 1, 1, 1), act="relu"),
     "first conv 3x3 s2, 16 channels, hswish": ConvSpec(1, 3, 3, 64, 64, 16, 3, 3, 2, (1, 1, 1, 1), act="hswish"),
+    "first conv + max pool 3x3 s2 (ShuffleNet's stem)": ConvSpec(1, 3, 3, 64, 64, 24, 3, 3, 2, (1, 1, 1, 1), act="relu",
+                                                                pool=3, pool_stride=2, pool_pad=(1, 1, 1, 1)),
+    "first conv + max pool, odd map (29 -> 15), no activation": ConvSpec(1, 3, 3, 58, 58, 16, 3, 3, 2, (1, 1, 1, 1),
+                                                                        pool=3, pool_stride=2, pool_pad=(1, 1, 1, 1)),
     "dense 3x3 s1 + residual (G4's bottleneck)": ConvSpec(1, 32, 32, 14, 14, 40, 3, 3, 1, (1, 1, 1, 1), act="relu",
                                                          residual=True),
     "group dense 3x3 (g=2, columns)": ConvSpec(1, 16, 16, 14, 14, 24, 3, 3, 1, (1, 1, 1, 1), groups=2, act="relu"),
@@ -148,6 +155,21 @@ def test_pointwise_knob_values_are_correct(values):
     assert np.abs(got - want).max() <= 1e-4 * np.ptp(want)
 
 
+@pytest.mark.parametrize("values", [
+    {"dense.c_vectors": 1, "dense.cols": 16, "dense.pool_rows": 1},
+    {"dense.c_vectors": 3, "dense.cols": 4, "dense.pool_rows": 16},  # one task per channel tile
+    {"dense.c_vectors": 1, "dense.cols": 8, "dense.pool_rows": 4},
+])
+def test_fused_stem_pool_knob_values_are_correct(values):
+    """Every row tile of the stem with its max pool (the rows shared by two tasks computed by both) matches."""
+    spec = CASES["first conv + max pool 3x3 s2 (ShuffleNet's stem)"]
+    fam = conv2d.kernel_family(spec, family_of(HOST))
+    values = {**values, "dense.c_vectors": min(values["dense.c_vectors"], 24 // fam.vector_lanes)}
+    got, want, knobs = run_conv(spec, decider=FixedDecider({"dense.axis": "channels", **values}))
+    assert knobs["dense.pool_rows"] == values["dense.pool_rows"]
+    assert np.abs(got - want).max() <= 1e-4 * np.ptp(want), knobs
+
+
 def test_channel_map_fit():
     assert ChannelMap.fit(list(range(58, 116))) == ChannelMap(58, 1, 0, 58)
     shuffle = [(c % 3) * 20 + c // 3 for c in range(60)]
@@ -189,12 +211,14 @@ def test_families_and_every_template_builds(target, family, lanes):
     fam = family_of(tgt)
     if family:
         assert (fam.name, fam.vector_lanes) == (family, lanes)
-    for spec in (CASES["pointwise writing shuffled + passthrough"], CASES["depthwise 3x3 s2"], CASES["first conv 3x3 s2"]):
+    for spec in (CASES["pointwise writing shuffled + passthrough"], CASES["depthwise 3x3 s2"], CASES["first conv 3x3 s2"],
+                 CASES["first conv + max pool 3x3 s2 (ShuffleNet's stem)"]):
         func, _, knobs = conv2d.kernel(spec, tgt, DefaultDecider())
         assert knobs and tvm.compile(tvm.IRModule({"main": func}), target=tgt) is not None
 
 
-@pytest.mark.parametrize("case", ["pointwise 58->58 28x28 relu", "interleaved, shuffled passthrough"])
+@pytest.mark.parametrize("case", ["pointwise 58->58 28x28 relu", "interleaved, shuffled passthrough",
+                                  "first conv + max pool 3x3 s2 (ShuffleNet's stem)"])
 def test_knobs_are_searchable(case):
     """Under a tuner every knob is a sampled decision (a random variable), and the schedule still builds."""
     from tvm.s_tir import Schedule

@@ -1,4 +1,5 @@
-"""Pass: fuse ``conv2d [+ bias] [-> ReLU | ReLU6 | hard-swish] [+ residual [-> ReLU]]`` into one kernel.
+"""Pass: fuse ``conv2d [+ bias] [-> ReLU | ReLU6 | hard-swish] [+ residual [-> ReLU]] [-> max pool]`` into one
+kernel (a max pool only after a dense, ungrouped conv: the stem of a ShuffleNet).
 
 Each matched chain becomes one ``R.call_tir`` of a kernel generated from a :class:`ConvSpec` (the spec is kept
 on the PrimFunc as ``tvm_shufflenet.conv`` so later passes can rewrite it: the channel-shuffle fold changes
@@ -122,8 +123,33 @@ def match_chain(graph: Graph, i: int) -> dict[str, Any] | None:
             if u2 is not None and op_name(graph.bindings[u2].value) == "relax.nn.relu":
                 post, used, last, cur = "relu", used + [u2], u2, graph.bindings[u2].var
     spec = spec.with_(bias=True, act=name, residual=residual is not None, post_act=post)
+    pooled = _max_pool_after(graph, cur, spec)
+    if pooled is not None:
+        u, pool_spec = pooled
+        spec, used, last = pool_spec, used + [u], u
     return {"spec": spec, "used": used, "last": last, "data": call.args[0], "weight": w, "bias": bias,
             "residual": residual}
+
+
+def _max_pool_after(graph: Graph, var: Any, spec: Any) -> tuple[int, Any] | None:
+    """``(binding, spec with the pool)`` when ``var``'s only user is a max pool the first conv can run in its own
+    kernel (ShuffleNet's 3x3 s2 after the stem), else None: a dense, ungrouped, unplaced conv; an NCHW pool
+    with square window and stride, no dilation or ceil mode, padding smaller than the window."""
+    u = _only_user(graph, var)
+    if u is None or spec.kind != "dense" or spec.groups != 1 or spec.residual:
+        return None
+    call = graph.bindings[u].value
+    if op_name(call) != "relax.nn.max_pool2d":
+        return None
+    at = call.attrs
+    ks, st, pad = [int(v) for v in at.pool_size], [int(v) for v in at.strides], tuple(int(v) for v in at.padding)
+    if (at.layout != "NCHW" or bool(at.ceil_mode) or [int(d) for d in at.dilation] != [1, 1] or ks[0] != ks[1]
+            or st[0] != st[1] or max(pad) >= ks[0]):
+        return None
+    pooled = spec.with_(pool=ks[0], pool_stride=st[0], pool_pad=pad)
+    if (spec.n, spec.cout, pooled.out_h, pooled.out_w) != shape_of(graph.bindings[u].var):
+        return None
+    return u, pooled
 
 
 def add_conv_call(bb: Any, spec: Any, args: list[Any]) -> Any:
@@ -136,7 +162,7 @@ def add_conv_call(bb: Any, spec: Any, args: list[Any]) -> Any:
     func = te.create_prim_func([*inputs, out]).without_attr("global_symbol")
     func = func.with_attr(SPEC_ATTR, spec.to_json()).with_attr("op_pattern", 8)
     gv = bb.add_func(func, f"conv_{spec.kind}_{spec.cin}_{spec.cout}_{spec.kh}x{spec.kw}s{spec.stride}")
-    out_ty = relax.TensorType((spec.n, spec.out_channels, spec.oh, spec.ow), spec.dtype)
+    out_ty = relax.TensorType((spec.n, spec.out_channels, spec.out_h, spec.out_w), spec.dtype)
     return relax.call_tir(gv, args, out_ty)
 
 

@@ -372,14 +372,15 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     if bias is not None:
         new_args.append(relax.const(pad_rows(bias, cpad)))
     new_args += args[3:]
-    gv = _register(bb, func, f"{spec.kind}_conv_{spec.cin}x{spec.cout}_{spec.oh}", "conv2d", spec.to_json(), knobs)
+    name = f"{spec.kind}_conv_{spec.cin}x{spec.cout}_{spec.oh}" + (f"_maxpool_{spec.out_h}" if spec.pool else "")
+    gv = _register(bb, func, name, "conv2d", spec.to_json(), knobs)
     if spec.kind == "pointwise":
         hw = spec.h * spec.w
         flat = [bb.emit(relax.op.reshape(a, (spec.n, shape_of(a)[1], hw))) if (i == 0 or i >= 3) else a
                 for i, a in enumerate(new_args)]
         out = bb.emit(relax.call_tir(gv, flat, relax.TensorType(conv2d.out_shape(spec), spec.dtype)))
         return relax.op.reshape(out, (spec.n, spec.out_channels, spec.h, spec.w))
-    return relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.out_channels, spec.oh, spec.ow), spec.dtype))
+    return relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.out_channels, spec.out_h, spec.out_w), spec.dtype))
 
 
 def _pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
