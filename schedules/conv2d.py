@@ -470,6 +470,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
                          lambda n, cb, i, j, b: epi_value(n, cb * bl + b, i, j), name="out")
         return inputs, out
     if spec.pool:
+        if pl is not None or kind != "dense" or spec.groups != 1:
+            raise ValueError("a fused max pool needs an ungrouped dense conv without a placed output")
         return inputs, _max_pool(spec, te.compute((spec.n, spec.cout, *osp_shape), epi_value, name="epilogue"))
     if pl is None:
         out = te.compute((spec.n, spec.cout, *osp_shape), epi_value, name="out")

@@ -73,6 +73,7 @@ def test_fuse_conv(snv2):
     after = ops(stages["fused"])
     assert after["relax.nn.conv2d"] == 0 and after["relax.nn.relu"] == 0
     assert after["relax.call_tir"] == 56  # one kernel per conv, BN bias and ReLU inside
+    assert after["relax.nn.max_pool2d"] == 0  # the first conv's pool runs in its kernel
     assert np.abs(run(stages["fused"], x) - want).max() <= tolerance(want)
 
 
@@ -194,4 +195,30 @@ def test_reblocked_region_matches_pytorch(monkeypatch):
     ex = compile_module(src.mod, HOST, "shufflenet")
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     want = pytorch("mobilenet_v2", 64, x)
+    assert np.abs(got - want).max() <= tolerance(want)
+
+
+def test_stem_max_pool_fuses_and_its_output_is_never_placed():
+    """A conv's max pool joins its kernel; a concat of that pooled map is written by the other producer (or kept),
+    never by the pooled kernel, whose output is the pooled map as is."""
+    rng = np.random.default_rng(3)
+    w1, w2 = (rng.standard_normal((8, 3, 3, 3)).astype("float32") for _ in range(2))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 32, 32), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w1), strides=2, padding=1)))
+            a = bb.emit(relax.op.nn.max_pool2d(a, 3, 2, 1))
+            b = bb.emit(relax.op.nn.conv2d(x, relax.const(w2), strides=4, padding=1))
+            out = bb.emit_output(bb.emit(relax.op.concat([a, b], axis=1)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    fused = fuse_conv(mod)
+    assert ops(fused)["relax.nn.max_pool2d"] == 0
+    xv = rng.standard_normal((1, 3, 32, 32)).astype("float32")
+    t = torch.from_numpy(xv)
+    ya = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(t, torch.from_numpy(w1), None, 2, 1)), 3, 2, 1)
+    yb = torch.nn.functional.conv2d(t, torch.from_numpy(w2), None, 4, 1)
+    want = torch.cat([ya, yb], 1).numpy()
+    got = run(apply_templates(fold_channel_shuffle(fused), HOST), xv)
     assert np.abs(got - want).max() <= tolerance(want)

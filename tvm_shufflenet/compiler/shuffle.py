@@ -216,7 +216,7 @@ def _plan_materialize(mod: Any, graph: Graph, calls: dict, view: View, srcs: lis
         if k is None or k not in calls or k in dropped or not graph.single_use(src):
             continue
         spec, args = calls[k]
-        if spec.placement is not None:
+        if spec.placement is not None or spec.pool:  # a kernel with a fused pool writes its pooled map as is
             continue
         rows = [(pos, ch) for pos, (s, ch) in enumerate(view) if s.same_as(src)]
         if sorted(ch for _, ch in rows) != list(range(spec.cout)):
