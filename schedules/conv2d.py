@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .knobs import (GPU_THREAD_CHOICES, GPU_THREADS, ONLY_VARIANT, Decider, Family, Knob, default_tile, divisors, family_of,
-                    pad_rows, padded_rows)
+                    pad_rows, padded_rows, window_positions)
 
 __all__ = ["ChannelMap", "Passthrough", "Placement", "ConvSpec", "kernel", "KNOBS"]
 
@@ -143,24 +143,24 @@ class ConvSpec:
 
     @property
     def oh(self) -> int:
-        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+        return window_positions(self.h, self.kh, self.stride, self.pad[0], self.pad[2])
 
     @property
     def ow(self) -> int:
-        return (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+        return window_positions(self.w, self.kw, self.stride, self.pad[1], self.pad[3])
 
     @property
     def out_h(self) -> int:
         """Rows of the kernel's output: the conv's, or the fused max pool's."""
         if not self.pool:
             return self.oh
-        return (self.oh + self.pool_pad[0] + self.pool_pad[2] - self.pool) // self.pool_stride + 1
+        return window_positions(self.oh, self.pool, self.pool_stride, self.pool_pad[0], self.pool_pad[2])
 
     @property
     def out_w(self) -> int:
         if not self.pool:
             return self.ow
-        return (self.ow + self.pool_pad[1] + self.pool_pad[3] - self.pool) // self.pool_stride + 1
+        return window_positions(self.ow, self.pool, self.pool_stride, self.pool_pad[1], self.pool_pad[3])
 
     @property
     def kind(self) -> str:

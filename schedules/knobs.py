@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 __all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider",
-           "SampledDecider", "ONLY_VARIANT", "divisors", "padded_rows", "pad_rows"]
+           "SampledDecider", "ONLY_VARIANT", "divisors", "padded_rows", "pad_rows", "window_positions"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,12 @@ def divisors(n: int, at_most: int | None = None) -> list[int]:
     """Divisors of ``n`` (at most ``at_most``), ascending."""
     top = n if at_most is None else min(n, at_most)
     return [d for d in range(1, top + 1) if n % d == 0]
+
+
+def window_positions(size: int, window: int, stride: int, before: int, after: int) -> int:
+    """Positions of a ``window`` sliding by ``stride`` over ``size`` padded by ``before`` and ``after`` (a conv's
+    or pool's output extent, no ceil mode)."""
+    return (size + before + after - window) // stride + 1
 
 
 def pad_rows(a: Any, rows: int) -> Any:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .conv2d import gpu_threads, padded_window, schedule_gpu_outputs, schedule_window, window_vec
-from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, family_of
+from .knobs import GPU_THREADS, ONLY_VARIANT, Decider, Knob, family_of, window_positions
 
 __all__ = ["PoolSpec", "KNOBS", "workload", "schedule", "kernel"]
 
@@ -39,11 +39,11 @@ class PoolSpec:
 
     @property
     def oh(self) -> int:
-        return 1 if self.kind == "global_avg" else (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+        return 1 if self.kind == "global_avg" else window_positions(self.h, self.kh, self.stride, self.pad[0], self.pad[2])
 
     @property
     def ow(self) -> int:
-        return 1 if self.kind == "global_avg" else (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+        return 1 if self.kind == "global_avg" else window_positions(self.w, self.kw, self.stride, self.pad[1], self.pad[3])
 
     @property
     def out_shape(self) -> tuple[int, ...]:

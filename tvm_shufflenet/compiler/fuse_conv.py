@@ -133,23 +133,18 @@ def match_chain(graph: Graph, i: int) -> dict[str, Any] | None:
 
 def _max_pool_after(graph: Graph, var: Any, spec: Any) -> tuple[int, Any] | None:
     """``(binding, spec with the pool)`` when ``var``'s only user is a max pool the first conv can run in its own
-    kernel (ShuffleNet's 3x3 s2 after the stem), else None: a dense, ungrouped, unplaced conv; an NCHW pool
-    with square window and stride, no dilation or ceil mode, padding smaller than the window."""
+    kernel (ShuffleNet's 3x3 s2 after the stem), else None: a dense, ungrouped conv without a residual; a pool the
+    pool template covers (:func:`~.lower.pool_spec`) whose padding is smaller than its window."""
+    from .lower import pool_spec  # the later pass reads this one's kernels: imported here, not at the top
+
     u = _only_user(graph, var)
     if u is None or spec.kind != "dense" or spec.groups != 1 or spec.residual:
         return None
-    call = graph.bindings[u].value
-    if op_name(call) != "relax.nn.max_pool2d":
+    call, out_shape = graph.bindings[u].value, shape_of(graph.bindings[u].var)
+    pspec = pool_spec(call, out_shape) if out_shape is not None and op_name(call) == "relax.nn.max_pool2d" else None
+    if pspec is None or pspec.kind != "max" or max(pspec.pad) >= pspec.kh:
         return None
-    at = call.attrs
-    ks, st, pad = [int(v) for v in at.pool_size], [int(v) for v in at.strides], tuple(int(v) for v in at.padding)
-    if (at.layout != "NCHW" or bool(at.ceil_mode) or [int(d) for d in at.dilation] != [1, 1] or ks[0] != ks[1]
-            or st[0] != st[1] or max(pad) >= ks[0]):
-        return None
-    pooled = spec.with_(pool=ks[0], pool_stride=st[0], pool_pad=pad)
-    if (spec.n, spec.cout, pooled.out_h, pooled.out_w) != shape_of(graph.bindings[u].var):
-        return None
-    return u, pooled
+    return u, spec.with_(pool=pspec.kh, pool_stride=pspec.stride, pool_pad=pspec.pad)
 
 
 def add_conv_call(bb: Any, spec: Any, args: list[Any]) -> Any:

@@ -383,7 +383,9 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     return relax.call_tir(gv, new_args, relax.TensorType((spec.n, spec.out_channels, spec.out_h, spec.out_w), spec.dtype))
 
 
-def _pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
+def pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
+    """The :class:`~tvm_shufflenet.schedules.pool.PoolSpec` of a pooling call with output ``out_shape``, or None
+    when no pool template covers it."""
     name = op_name(call)
     xs = shape_of(call.args[0])
     if xs is None or len(xs) != 4 or str(call.args[0].ty.dtype) != "float32":
@@ -462,7 +464,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
         if i in dense_used:
             return DROP
         out_shape = shape_of(b.var)
-        pspec = _pool_spec(b.value, out_shape) if out_shape is not None and op_name(b.value) else None
+        pspec = pool_spec(b.value, out_shape) if out_shape is not None and op_name(b.value) else None
         if pspec is not None and pspec.kind == "global_avg":
             xb = _blocked_source(bb, new(b.value.args[0]))
             if xb is not None:
