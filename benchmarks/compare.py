@@ -33,6 +33,8 @@ from tvm_shufflenet.bench.records import cpu_name
 BLOCKS = 20  # alternating blocks (rounds) per engine: this VM drifts by up to 1.7x between minutes
 IDLE_S = 0.3  # pause after a block: lets the last engine's spinning worker threads go to sleep
 ENGINES = ("tvm_shufflenet", "tvm_shufflenet_tuned", "tvm_stock", "onnxruntime", "openvino", "pytorch")
+# with --precision bf16|fp16: this project's reduced build (tuned where a log applies) and OpenVINO's bf16
+REDUCED_ENGINES = ("tvm_shufflenet_reduced", "openvino_bf16")
 PEERS = ("onnxruntime", "openvino")  # the other f32 engines a user could pick instead
 LABELS = {
     "tvm_shufflenet": "tvm_shufflenet (untuned)",
@@ -41,10 +43,13 @@ LABELS = {
     "onnxruntime": "ONNX Runtime",
     "openvino": "OpenVINO (f32)",
     "pytorch": "PyTorch eager",
+    "tvm_shufflenet_reduced": "tvm_shufflenet (tuned, reduced precision)",
+    "openvino_bf16": "OpenVINO (bf16, its default here)",
 }
 
 
-def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndarray, threads: int,
+                precision: str = "fp32") -> tuple[Callable[[], None], np.ndarray]:
     import tvm
     from tvm import relax
 
@@ -53,7 +58,7 @@ def _tvm_runner(src: Any, spec: Any, pipeline: str, log: dict | None, x: np.ndar
     from tvm_shufflenet.runtime import set_threads
 
     set_threads(threads)  # before compiling: constant folding may start TVM's pool, which cannot grow later
-    ex = compile_source(src, spec, pipeline, log)
+    ex = compile_source(src, spec, pipeline, log, precision)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(x))
     vm.invoke_stateful("main")
@@ -76,11 +81,11 @@ def _ort_runner(onnx_path: Path, x: np.ndarray, threads: int) -> tuple[Callable[
     return (lambda: sess.run(None, feed)), out
 
 
-def _openvino_runner(onnx_path: Path, x: np.ndarray, threads: int) -> tuple[Callable[[], None], np.ndarray]:
+def _openvino_runner(onnx_path: Path, x: np.ndarray, threads: int, hint: str = "f32") -> tuple[Callable[[], None], np.ndarray]:
     import openvino as ov
 
     # f32 stated explicitly: on CPUs with AVX-512 BF16 the CPU plugin otherwise computes in bf16
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
               "NUM_STREAMS": 1}
     compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
     request = compiled.create_infer_request()
@@ -103,7 +108,8 @@ def _torch_runner(module: Any, x: np.ndarray, threads: int) -> tuple[Callable[[]
     return run, out
 
 
-def _make_runner(engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str):
+def _make_runner(engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str,
+                 precision: str = "fp32"):
     """Build one engine's runner (in its own process): ``(run, output)`` or a note why it is unavailable."""
     from tvm_shufflenet import models, reference
     from tvm_shufflenet import weights as weights_mod
@@ -124,13 +130,20 @@ def _make_runner(engine: str, model: str, threads: int, input_size: int | None, 
         return _tvm_runner(src, spec, "shufflenet", applied.log, x, threads)
     if engine == "tvm_stock":
         return _tvm_runner(src, spec, "stock", None, x, threads)
-    if engine in ("onnxruntime", "openvino"):
+    if engine == "tvm_shufflenet_reduced":
+        return _tvm_runner(src, spec, "shufflenet", applied_log(spec, "auto").log, x, threads, precision)
+    if engine == "pytorch_reduced":  # the same-type reference, never timed
+        from tvm_shufflenet.benchmarks.precision import torch_outputs
+
+        storage = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+        return (lambda: None), torch_outputs(model, w, [x], storage)[0]
+    if engine in ("onnxruntime", "openvino", "openvino_bf16"):
         with tempfile.TemporaryDirectory(prefix="tvm_shufflenet_compare_") as tmp:
             onnx_path = Path(tmp) / f"{model}.onnx"
             reference.export_onnx(entry, w, onnx_path, input_size=input_size)
-            if engine == "openvino":
+            if engine.startswith("openvino"):
                 try:
-                    return _openvino_runner(onnx_path, x, threads)
+                    return _openvino_runner(onnx_path, x, threads, "bf16" if engine == "openvino_bf16" else "f32")
                 except ImportError:
                     return "not installed (pip install openvino)"
             return _ort_runner(onnx_path, x, threads)
@@ -139,10 +152,11 @@ def _make_runner(engine: str, model: str, threads: int, input_size: int | None, 
     raise ValueError(engine)
 
 
-def _worker(conn: Any, engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str) -> None:
+def _worker(conn: Any, engine: str, model: str, threads: int, input_size: int | None, seed: int, target: str,
+            precision: str = "fp32") -> None:
     """An engine in its own process: no other engine's threads share its cores or its memory allocator."""
     try:
-        made = _make_runner(engine, model, threads, input_size, seed, target)
+        made = _make_runner(engine, model, threads, input_size, seed, target, precision)
     except Exception as exc:  # noqa: BLE001 - reported as unavailable, the comparison goes on
         conn.send(("error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"))
         return
@@ -172,8 +186,10 @@ def paired_ratio(rounds: list[list[float]], peer_rounds: list[list[float]]) -> f
 
 
 def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_size: int | None, seed: int,
-                  engines: tuple[str, ...] = ENGINES, target: str = "host", blocks: int = BLOCKS) -> dict[str, Any]:
-    """Measure ``model`` on every engine; returns one record (see the module docstring)."""
+                  engines: tuple[str, ...] = ENGINES, target: str = "host", blocks: int = BLOCKS,
+                  precision: str = "fp32") -> dict[str, Any]:
+    """Measure ``model`` on every engine; returns one record (see the module docstring). With ``precision``
+    bf16 or fp16, each engine's output is also compared with PyTorch's in that type (``max_err_vs_pytorch_reduced``)."""
     import multiprocessing as mp
 
     import onnxruntime
@@ -189,9 +205,11 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
     workers: dict[str, Any] = {}
     notes: dict[str, str] = {}
     outputs: dict[str, np.ndarray] = {}
-    for engine in engines:  # one at a time: builds would otherwise fight over the 2 cores
+    reduced = precision != "fp32"
+    for engine in engines + (("pytorch_reduced",) if reduced else ()):  # one at a time: builds would fight over the cores
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, engine, model, threads, input_size, seed, target), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, engine, model, threads, input_size, seed, target, precision),
+                           daemon=True)
         proc.start()
         status, payload = parent.recv()
         if status != "ready":
@@ -199,6 +217,10 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             proc.join()
             continue
         outputs[engine] = payload
+        if engine == "pytorch_reduced":  # a reference output only
+            parent.send(None)
+            proc.join(timeout=30)
+            continue
         workers[engine] = (proc, parent)
     rounds: dict[str, list[list[float]]] = {e: [] for e in workers}
     # Engines run in blocks, alternating: each engine's thread pool spins for a while after its last call,
@@ -220,6 +242,7 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             proc.join(timeout=30)
     samples = {e: [t for r in rs for t in r] for e, rs in rounds.items()}
     ref = outputs.get("pytorch")
+    ref_reduced = outputs.get("pytorch_reduced")
     peer_ms = {e: float(np.median(samples[e])) for e in PEERS if e in samples}
     best_peer = min(peer_ms, key=peer_ms.get) if peer_ms else None
     results: dict[str, Any] = {}
@@ -239,8 +262,14 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
             "ratio_vs_onnxruntime": (round(paired_ratio(rounds[engine], rounds["onnxruntime"]), 3)
                                      if "onnxruntime" in rounds else None),
             "ratio_vs_fastest_peer": round(paired_ratio(rounds[engine], rounds[best_peer]), 3) if best_peer else None,
+            "ratio_vs_openvino_bf16": (round(paired_ratio(rounds[engine], rounds["openvino_bf16"]), 3)
+                                       if "openvino_bf16" in rounds else None),
             "max_err_vs_pytorch": err,
         }
+        if ref is not None and ref_reduced is not None:
+            results[engine]["max_err_vs_pytorch_reduced"] = float(
+                np.abs(out.reshape(ref.shape) - ref_reduced).max() / max(float(np.ptp(ref)), 1e-12))
+            results[engine]["top1_as_pytorch_f32"] = bool(int(out.argmax()) == int(ref.argmax()))
     from tvm_shufflenet.build import applied_log
 
     tuning = applied_log(resolve(target), "auto").to_json()
@@ -254,6 +283,8 @@ def compare_model(model: str, *, threads: int, repeat: int, warmup: int, input_s
         "ratios": "paired: median over rounds of (engine's median / peer's median in the same round)",
         "target_key": resolve(target).key,
         "tuning_log": tuning,
+        "precision": precision,
+        **({"pytorch_reduced": notes["pytorch_reduced"]} if "pytorch_reduced" in notes else {}),
         "fastest_peer": best_peer,
         "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()},
         "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
@@ -274,11 +305,14 @@ def _version(package: str) -> str | None:
 
 def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
     """Median ms and ratio to ONNX Runtime per model and engine."""
-    engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
+    engines = [e for e in ENGINES + REDUCED_ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
     header = ["model"] + [LABELS[e] for e in engines]
     best = next((e for e in ("tvm_shufflenet_tuned", "tvm_shufflenet") if e in engines), None)
     if best:
         header.append(f"{LABELS[best]} / fastest f32 peer")
+    reduced = "tvm_shufflenet_reduced" in engines
+    if reduced:
+        header += ["reduced / OpenVINO bf16", "error vs PyTorch f32: reduced / OpenVINO bf16"]
     rows = []
     for r in records:
         row = [r["model"]]
@@ -295,6 +329,12 @@ def table(records: list[dict[str, Any]], markdown: bool = False) -> str:
             ratio = d.get("ratio_vs_fastest_peer")
             peer = LABELS.get(r.get("fastest_peer") or "", "")
             row.append("-" if ratio is None else f"{ratio:.2f}x ({peer})")
+        if reduced:
+            d, ov = r["engines"].get("tvm_shufflenet_reduced", {}), r["engines"].get("openvino_bf16", {})
+            ratio = d.get("ratio_vs_openvino_bf16")
+            row.append("-" if ratio is None else f"{ratio:.2f}x")
+            errs = [x.get("max_err_vs_pytorch") for x in (d, ov)]
+            row.append(" / ".join("-" if e is None else f"{e:.1e}" for e in errs))
         rows.append(row)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -313,7 +353,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    engines = [e for e in ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
+    engines = [e for e in ENGINES + REDUCED_ENGINES if any(r["engines"].get(e, {}).get("available") for r in records)]
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(records) + 2), 4.5))
     width = 0.8 / max(len(engines), 1)
     for k, e in enumerate(engines):
@@ -353,21 +393,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"are paired per round (default {BLOCKS})")
     p.add_argument("--input-size", type=int, help="resolution (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
-    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
+    p.add_argument("--engines", default=None, help=f"comma-separated subset of {','.join(ENGINES + REDUCED_ENGINES)} "
+                   "(default: the f32 engines, and with --precision the reduced ones too)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="also run this project's build in this precision and OpenVINO in bf16, and compare outputs with "
+                        "PyTorch in that type (default fp32: f32 engines only)")
     p.add_argument("--output", "-o", help="JSON records, rewritten after each model; models already in it are skipped")
     p.add_argument("--plot", help="bar chart PNG")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
 
 
 def run(args: argparse.Namespace) -> int:
-    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    unknown = [e for e in engines if e not in ENGINES]
+    default = ENGINES + (REDUCED_ENGINES if args.precision != "fp32" else ())
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) if args.engines else default
+    unknown = [e for e in engines if e not in ENGINES + REDUCED_ENGINES]
     if unknown:
-        print(f"error: unknown engine {unknown[0]!r}; use some of {', '.join(ENGINES)}", file=sys.stderr)
+        print(f"error: unknown engine {unknown[0]!r}; use some of {', '.join(ENGINES + REDUCED_ENGINES)}", file=sys.stderr)
         return 2
+    if args.precision == "fp32" and any(e in REDUCED_ENGINES for e in engines):
+        print("error: the reduced-precision engines need --precision bf16 or fp16", file=sys.stderr)
+        return 2
+    from tvm_shufflenet.precision import for_target
+    from tvm_shufflenet.targets import resolve
+
+    for_target(args.precision, resolve("host"))  # this machine must have the hardware: fail before measuring
     out = Path(args.output) if args.output else None
     records: list[dict[str, Any]] = json.loads(out.read_text()) if out and out.exists() else []
-    done = {(r["model"], r["threads"], tuple(r["input_shape"])) for r in records}
+    done = {(r["model"], r["threads"], tuple(r["input_shape"]), r.get("precision", "fp32")) for r in records}
     from tvm_shufflenet import models
     from tvm_shufflenet.bench.records import write_json_atomic
 
@@ -375,15 +427,18 @@ def run(args: argparse.Namespace) -> int:
         models.get(model)  # unknown names fail before any measuring
     for model in args.models:
         size = args.input_size or models.get(model).input_size
-        if (model, args.threads, (1, 3, size, size)) in done:
+        if (model, args.threads, (1, 3, size, size), args.precision) in done:
             print(f"{model}: already in {out}, skipped")
             continue
         rec = compare_model(model, threads=args.threads, repeat=args.repeat, warmup=args.warmup,
-                            input_size=args.input_size, seed=args.seed, engines=engines, blocks=args.rounds)
-        records = [r for r in records if not (r["model"] == model and r["threads"] == args.threads)] + [rec]
+                            input_size=args.input_size, seed=args.seed, engines=engines, blocks=args.rounds,
+                            precision=args.precision)
+        records = [r for r in records if not (r["model"] == model and r["threads"] == args.threads
+                                              and r.get("precision", "fp32") == args.precision)] + [rec]
         if out:
             write_json_atomic(out, records)
-    shown = [r for r in records if r["model"] in args.models and r["threads"] == args.threads]
+    shown = [r for r in records if r["model"] in args.models and r["threads"] == args.threads
+             and r.get("precision", "fp32") == args.precision]
     print(f"{shown[0]['machine']['cpu']}, {args.threads} threads, batch 1; median per image (ratio to ONNX Runtime, paired per round)")
     print(table(shown, markdown=args.markdown))
     if args.plot:

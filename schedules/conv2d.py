@@ -115,7 +115,11 @@ class Placement:
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """Everything that defines one fused convolution kernel (NCHW, float32)."""
+    """Everything that defines one fused convolution kernel (NCHW).
+
+    ``dtype`` is what the kernel stores (data, weights, residual, output: ``float32``, ``bfloat16`` or
+    ``float16``), ``acc`` what it computes in (products, sums, bias and epilogue): ``float32`` except for fp16
+    arithmetic (ARMv8.2-A ``+fullfp16``), where both are ``float16``."""
 
     n: int
     cin: int  # logical input channels
@@ -135,6 +139,7 @@ class ConvSpec:
     post_act: str | None = None
     placement: Placement | None = None
     dtype: str = "float32"
+    acc: str = "float32"
     block: int = 0  # 0: NCHW; B: data, residual and output NCHW{B}c (channel blocks of one vector)
     in_scale: bool = False  # NCHW{B}c pointwise only: input channels scaled by an (N, Cin) input (an SE gate)
     pool: int = 0  # dense NCHW only: the window of a max pool applied to the epilogue's output (0: none)
@@ -186,6 +191,9 @@ class ConvSpec:
         if not self.pool:
             d.pop("pool_stride")
             d.pop("pool_pad")
+        for key in ("dtype", "acc"):
+            if d[key] == "float32":
+                d.pop(key)
         return json.dumps(d, sort_keys=True)
 
     @staticmethod
@@ -238,6 +246,13 @@ KNOBS = {
 }
 
 
+def cast(v: Any, dtype: str) -> Any:
+    """``v`` as ``dtype`` (no cast node when it already is)."""
+    from tvm import tirx
+
+    return v if str(v.ty.dtype if hasattr(v, "ty") else v.dtype) == dtype else tirx.Cast(dtype, v)
+
+
 def _act(name: str | None, v: Any, dtype: str = "float32") -> Any:
     from tvm import te, tirx
 
@@ -260,10 +275,10 @@ def _epilogue(spec: ConvSpec, v: Any, bias: Any, residual: Any) -> Any:
     parts are None)."""
     if bias is not None:
         v = v + bias
-    v = _act(spec.act, v, spec.dtype)
+    v = _act(spec.act, v, spec.acc)
     if residual is not None:
-        v = v + residual
-    return _act(spec.post_act, v, spec.dtype)
+        v = v + cast(residual, spec.acc)
+    return cast(_act(spec.post_act, v, spec.acc), spec.dtype)
 
 
 def vector_width(extent: int, lanes: int) -> int:
@@ -274,6 +289,24 @@ def vector_width(extent: int, lanes: int) -> int:
 def weight_block(fam: Family) -> int:
     """Output channels per block of a pointwise kernel's packed weight: one vector (CPU), 1 (GPU)."""
     return 1 if fam.gpu else fam.vector_lanes
+
+
+def bf16_dot(spec: ConvSpec, fam: Family) -> bool:
+    """Whether ``spec`` computes with :data:`intrinsics.BF16_DOT` (``vdpbf16ps``): a bfloat16 NCHW16c 1x1 conv on
+    AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16). Its weight is ``(Cout/16, Cin/2, 16, 2)``: each
+    channel vector's pair of input channels one 64-byte load. An SE-gated conv scales its inputs as it reads
+    them, which a dot product of stored pairs cannot: it keeps the float32 FMA loop."""
+    return (spec.dtype == "bfloat16" and spec.acc == "float32" and fam.name == "x86-avx512" and spec.block == 16
+            and spec.kind == "pointwise" and spec.groups == 1 and not spec.in_scale and spec.cin % 2 == 0)
+
+
+def pack_pairs_weight(w: Any) -> Any:
+    """``(O, I)`` (or OIHW 1x1) -> ``(O/16, I/2, 16, 2)``: :func:`bf16_dot`'s layout."""
+    import numpy as np
+
+    w = np.asarray(w).reshape(w.shape[0], w.shape[1])
+    o, i = w.shape
+    return np.ascontiguousarray(w.reshape(o // 16, 16, i // 2, 2).transpose(0, 2, 1, 3))
 
 
 def pack_pointwise_weight(w: Any, cpad: int, block: int) -> Any:
@@ -381,7 +414,7 @@ def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, i
     return lambda nn, ch, i, j, rh, rw: xp[nn, ch, i * s + rh, rw % s, j + rw // s]
 
 
-def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblock: int = 1):
+def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblock: int = 1, pairs: bool = False):
     """TE tensors ``(inputs, output)`` of ``spec``; inputs are data, weight, [bias], [residual], passthroughs.
 
     With ``flat``, pointwise kernels see data, residual, passthroughs and output as ``(N, C, H*W)`` (the
@@ -394,10 +427,10 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     from tvm import te, tirx
 
     if spec.block and spec.kind != "dense":
-        return _compute_blocked(spec)
+        return _compute_blocked(spec, pairs)
     kind = spec.kind if flat or spec.kind != "pointwise" else "dense"
     cpad = cout_pad or spec.cout
-    dt = spec.dtype
+    dt, at = spec.dtype, spec.acc
     sp_shape = (spec.h * spec.w,) if kind == "pointwise" else (spec.h, spec.w)
     osp_shape = (spec.h * spec.w,) if kind == "pointwise" else (spec.oh, spec.ow)
     in_map = spec.in_map or ChannelMap.identity(spec.cin)
@@ -413,7 +446,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     else:
         wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), dt, name="weight")
     inputs.append(wt)
-    bias = te.placeholder((cpad,), dt, name="bias") if spec.bias else None
+    bias = te.placeholder((cpad,), at, name="bias") if spec.bias else None
     if bias is not None:
         inputs.append(bias)
     res = te.placeholder((spec.n, spec.cout, *osp_shape), dt, name="residual") if spec.residual else None
@@ -430,7 +463,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         k = te.reduce_axis((0, cin_g), name="k")
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
-            lambda n, c, p: te.sum(x[n, src_channel(c, k), p] * wt[c // wblock, k, c % wblock], axis=k),
+            lambda n, c, p: te.sum(cast(x[n, src_channel(c, k), p], at) * cast(wt[c // wblock, k, c % wblock], at), axis=k),
             name="conv",
         )
     else:
@@ -441,7 +474,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         if kind == "depthwise":
             conv = te.compute(
                 (spec.n, spec.cout, spec.oh, spec.ow),
-                lambda n, c, i, j: te.sum(read(n, c, i, j, rh, rw) * wt[c, 0, rh, rw], axis=[rh, rw]),
+                lambda n, c, i, j: te.sum(cast(read(n, c, i, j, rh, rw), at) * cast(wt[c, 0, rh, rw], at), axis=[rh, rw]),
                 name="conv",
             )
         else:
@@ -455,7 +488,8 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
 
             conv = te.compute(
                 (spec.n, cpad, spec.oh, spec.ow),
-                lambda n, c, i, j: te.sum(read(n, grp_in(c, rc), i, j, rh, rw) * weight(c, rc, rh, rw), axis=[rc, rh, rw]),
+                lambda n, c, i, j: te.sum(cast(read(n, grp_in(c, rc), i, j, rh, rw), at) * cast(weight(c, rc, rh, rw), at),
+                                          axis=[rc, rh, rw]),
                 name="conv",
             )
 
@@ -582,35 +616,40 @@ def blockable(spec: ConvSpec, fam: Family, block: int | None = None) -> bool:
             and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise" or stem))
 
 
-def _compute_blocked(spec: ConvSpec):
+def _compute_blocked(spec: ConvSpec, pairs: bool = False):
     """NCHW{B}c kernels (:func:`blockable`): every tensor's channels split into blocks of ``B`` innermost, so a
     channel vector is one contiguous load or store (the layout ONNX Runtime's NCHWc kernels use). Pointwise:
     data/residual/output ``(N, C/B, H*W, B)``, weight ``(Cout/B, Cin, B)``; depthwise: ``(N, C/B, H, W, B)``,
     weight ``(C/B, KH, KW, B)``."""
     from tvm import te, tirx
 
-    bl, dt, n = spec.block, spec.dtype, spec.n
+    bl, dt, at, n = spec.block, spec.dtype, spec.acc, spec.n
     pw = spec.kind == "pointwise"
     sp = (spec.h * spec.w,) if pw else (spec.h, spec.w)
     osp = (spec.h * spec.w,) if pw else (spec.oh, spec.ow)
     x = te.placeholder((n, spec.cin // bl, *sp, bl), dt, name="data")
-    if pw:
+    if pw and pairs:
+        wt = te.placeholder((spec.cout // bl, spec.cin // 2, bl, 2), dt, name="weight")
+    elif pw:
         wt = te.placeholder((spec.cout // bl, spec.cin, bl), dt, name="weight")
     else:
         wt = te.placeholder((spec.cout // bl, spec.kh, spec.kw, bl), dt, name="weight")
     inputs = [x, wt]
-    bias = te.placeholder((spec.cout,), dt, name="bias") if spec.bias else None
+    bias = te.placeholder((spec.cout,), at, name="bias") if spec.bias else None
     res = te.placeholder((n, spec.cout // bl, *osp, bl), dt, name="residual") if spec.residual else None
     scale = te.placeholder((n, spec.cin), dt, name="scale") if spec.in_scale else None
     inputs += [t for t in (bias, res, scale) if t is not None]
     if pw:
         def read(nn: Any, k: Any, p: Any) -> Any:
-            v = x[nn, k // bl, p, k % bl]
-            return v * scale[nn, k] if scale is not None else v
+            v = cast(x[nn, k // bl, p, k % bl], at)
+            return v * cast(scale[nn, k], at) if scale is not None else v
+
+        def weight(c: Any, k: Any) -> Any:
+            return wt[c // bl, k // 2, c % bl, k % 2] if pairs else wt[c // bl, k, c % bl]
 
         k = te.reduce_axis((0, spec.cin), name="k")
         conv = te.compute((n, spec.cout, spec.h * spec.w),
-                          lambda nn, c, p: te.sum(read(nn, k, p) * wt[c // bl, k, c % bl], axis=k), name="conv")
+                          lambda nn, c, p: te.sum(read(nn, k, p) * cast(weight(c, k), at), axis=k), name="conv")
 
         def acc(nn: Any, cb: Any, p: Any, b: Any) -> Any:
             return conv[nn, cb * bl + b, p]
@@ -624,7 +663,7 @@ def _compute_blocked(spec: ConvSpec):
         rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
         s = spec.stride
         conv = te.compute((n, spec.cout // bl, spec.oh, spec.ow, bl),
-                          lambda nn, cb, i, j, b: te.sum(xp[nn, cb, i * s + rh, j * s + rw, b] * wt[cb, rh, rw, b],
+                          lambda nn, cb, i, j, b: te.sum(cast(xp[nn, cb, i * s + rh, j * s + rw, b], at) * cast(wt[cb, rh, rw, b], at),
                                                          axis=[rh, rw]), name="conv")
 
         def acc(nn: Any, cb: Any, i: Any, j: Any, b: Any) -> Any:
@@ -643,6 +682,8 @@ def pack_weight(spec: ConvSpec, w: Any, cpad: int, fam: Family) -> Any:
     """The OIHW weight ``w`` of ``spec`` laid out as its kernel on ``fam`` reads it (``cpad`` rows, see
     :func:`padded_cout`; a blocked kernel's block is ``spec.block``)."""
     block = spec.block or weight_block(kernel_family(spec, fam))
+    if bf16_dot(spec, fam):
+        return pack_pairs_weight(w)
     if spec.kind == "pointwise":
         return pack_pointwise_weight(w, cpad, block)
     if spec.kind == "depthwise" and spec.block:
@@ -769,8 +810,12 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
         pc, po, pi = sch.split(p, pix)
         ko, ki = sch.split(k, [None, kb])
         sch.reorder(n, co, pc, ko, po, ki, pi, cvo, cl)
+        pairs = bf16_dot(spec, fam)
         if spec.block:
             _, k_lane = sch.split(ki, [None, spec.block])
+            if pairs:  # a pair of input channels is one dot product per lane, innermost
+                k_lane, k_pair = sch.split(k_lane, [None, 2])
+                sch.reorder(k_lane, pi, cvo, cl, k_pair)
             sch.unroll(k_lane)
         outer = sch.fuse(n, co, pc)
         sch.parallel(outer)
@@ -779,8 +824,15 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
         sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
         sch.unroll(pi)
         sch.unroll(cvo)
-        sch.vectorize(cl)
+        if not pairs:
+            sch.vectorize(cl)
         init = sch.decompose_reduction(conv, ko)
+        if pairs:
+            from .intrinsics import BF16_DOT, BF16_DOT_LLVM, register
+
+            register()
+            sch.tensorize(cl, BF16_DOT)
+            sch.annotate(outer, "pragma_import_llvm", BF16_DOT_LLVM)
         _vectorize_innermost(sch, init, outer)
         if spec.block:  # the epilogue stores whole channel vectors
             _vectorize_innermost(sch, epi, outer)
@@ -1043,15 +1095,15 @@ def workload(spec: ConvSpec, target: Any):
     padded output-row count."""
     from tvm import te
 
-    fam = kernel_family(spec, family_of(target))
+    fam = kernel_family(spec, family_of(target, spec.acc))
     cpad = padded_cout(spec, fam)
-    inputs, out = compute(spec, cpad, wblock=weight_block(fam))
+    inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam))
     return te.create_prim_func([*inputs, out]), cpad
 
 
 def schedule(sch: Any, spec: ConvSpec, target: Any, decide: Decider) -> dict[str, Any]:
     """Apply ``spec``'s template to ``sch`` (a schedule of :func:`workload`); returns the concrete decisions."""
-    fam = kernel_family(spec, family_of(target))
+    fam = kernel_family(spec, family_of(target, spec.acc))
     cpad = padded_cout(spec, fam)
     axis = {"pointwise": "pw.axis", "dense": "dense.axis"}.get(spec.kind)
     variant = decide.variant(KNOBS[axis] if axis and not fam.gpu else ONLY_VARIANT, variants(spec, fam),

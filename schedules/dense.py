@@ -33,21 +33,26 @@ class DenseSpec:
     m: int
     bias: bool = True
     act: str | None = None
-    dtype: str = "float32"
+    dtype: str = "float32"  # data, weight and output (bfloat16, float16: reduced precision)
+    acc: str = "float32"  # products, sums, bias, activation
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        for key in ("dtype", "acc"):  # float32 kernels keep the keys their tuning records were made with
+            if d[key] == "float32":
+                d.pop(key)
+        return json.dumps(d, sort_keys=True)
 
 
 def padded_m(spec: DenseSpec, target: Any) -> int:
     """Outputs computed: M padded to whole vectors (zero weights), never stored past M."""
-    fam = family_of(target)
+    fam = family_of(target, spec.acc)
     return spec.m if fam.gpu else padded_rows(spec.m, fam.vector_lanes)
 
 
-def _lanes(target: Any) -> int:
+def _lanes(spec: DenseSpec, target: Any) -> int:
     """Lanes of the packed weight's blocks: one vector on a CPU, 1 (plain ``(K, M)``) on a GPU."""
-    fam = family_of(target)
+    fam = family_of(target, spec.acc)
     return 1 if fam.gpu else fam.vector_lanes
 
 
@@ -55,8 +60,8 @@ def pack_weight(w: Any, spec: DenseSpec, target: Any) -> Any:
     """The ``(K, M)`` weight as the kernel reads it: ``(padded M / L, K, L)``, padded columns zero."""
     import numpy as np
 
-    mp, lanes = padded_m(spec, target), _lanes(target)
-    full = pad_rows(np.asarray(w, np.float32).T, mp).T
+    mp, lanes = padded_m(spec, target), _lanes(spec, target)
+    full = pad_rows(np.asarray(w).T, mp).T
     return np.ascontiguousarray(full.reshape(spec.k, mp // lanes, lanes).transpose(1, 0, 2))
 
 
@@ -65,21 +70,21 @@ def workload(spec: DenseSpec, target: Any):
     ``(padded M,)``."""
     from tvm import te
 
-    from .conv2d import _act
+    from .conv2d import _act, cast
 
-    mp, lanes = padded_m(spec, target), _lanes(target)
+    mp, lanes = padded_m(spec, target), _lanes(spec, target)
     x = te.placeholder((spec.n, spec.k), spec.dtype, name="data")
     w = te.placeholder((mp // lanes, spec.k, lanes), spec.dtype, name="weight")
     inputs = [x, w]
-    b = te.placeholder((mp,), spec.dtype, name="bias") if spec.bias else None
+    b = te.placeholder((mp,), spec.acc, name="bias") if spec.bias else None
     if b is not None:
         inputs.append(b)
     r = te.reduce_axis((0, spec.k), name="r")
-    acc = te.compute((spec.n, mp), lambda i, j: te.sum(x[i, r] * w[j // lanes, r, j % lanes], axis=r), name="acc")
+    acc = te.compute((spec.n, mp), lambda i, j: te.sum(cast(x[i, r], spec.acc) * cast(w[j // lanes, r, j % lanes], spec.acc), axis=r), name="acc")
 
     def epi(i: Any, j: Any) -> Any:
         v = acc[i, j] + b[j] if b is not None else acc[i, j]
-        return _act(spec.act, v, spec.dtype)
+        return cast(_act(spec.act, v, spec.acc), spec.dtype)
 
     out = te.compute((spec.n, spec.m), epi, name="out")
     return te.create_prim_func([*inputs, out]), mp
@@ -89,7 +94,7 @@ def schedule(sch: Any, spec: DenseSpec, target: Any, decide: Decider) -> dict[st
     """A register tile of whole output vectors accumulated over K, tiles spread over threads."""
     from .conv2d import _vectorize_innermost, gpu_threads, schedule_gpu_outputs
 
-    fam = family_of(target)
+    fam = family_of(target, spec.acc)
     decide.variant(ONLY_VARIANT, ["default"], "default")
     accb, outb = sch.get_sblock("acc"), sch.get_sblock("out")
     if fam.gpu:

@@ -45,9 +45,10 @@ ONLY_VARIANT = Knob("variant", "variant", "the structural variant of a template 
 
 @dataclass(frozen=True)
 class Family:
-    """What a template needs to know about a target: vector lanes (float32), registers, GPU or not."""
+    """What a template needs to know about a target: vector lanes (of the type it computes in), registers,
+    GPU or not."""
 
-    name: str  # x86-avx512 | x86-avx2 | x86 | arm-neon64 | arm-neon32 | cuda
+    name: str  # x86-avx512 | x86-avx2 | x86 | arm-neon64 | arm-neon64-fp16 | arm-neon32 | cuda
     vector_lanes: int
     vector_registers: int
     gpu: bool = False
@@ -59,6 +60,7 @@ _FAMILIES = {
     "x86-avx2": Family("x86-avx2", 8, 16),
     "x86": Family("x86", 4, 16),
     "arm-neon64": Family("arm-neon64", 4, 32),
+    "arm-neon64-fp16": Family("arm-neon64-fp16", 8, 32),  # ARMv8.2-A fp16 arithmetic: 8 halves per register
     "arm-neon32": Family("arm-neon32", 4, 16),
     "cuda": Family("cuda", 1, 0, gpu=True),
 }
@@ -68,8 +70,16 @@ _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "sapph
 _AVX2_CPUS = ("haswell", "broadwell", "skylake", "znver1", "znver2", "znver3", "alderlake", "x86-64-v3", "raptorlake")
 
 
-def family_of(target: Any) -> Family:
-    """The template family of a ``tvm.target.Target``."""
+def family_of(target: Any, dtype: str = "float32") -> Family:
+    """The template family of a ``tvm.target.Target`` for kernels computing in ``dtype`` (``float16``
+    arithmetic packs twice the lanes of ``float32`` into an ARM vector; bfloat16 kernels compute in float32)."""
+    fam = _family_of(target)
+    if dtype == "float16" and fam.name == "arm-neon64":
+        return _FAMILIES["arm-neon64-fp16"]
+    return fam
+
+
+def _family_of(target: Any) -> Family:
     kind = target.kind.name
     if kind != "llvm":
         return _FAMILIES["cuda"] if kind == "cuda" else _FAMILIES["x86"]

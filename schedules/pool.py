@@ -35,7 +35,7 @@ class PoolSpec:
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     count_include_pad: bool = True
     keepdims: bool = False
-    dtype: str = "float32"
+    dtype: str = "float32"  # what it reads and writes; sums are float32 whatever it is
 
     @property
     def oh(self) -> int:
@@ -52,21 +52,27 @@ class PoolSpec:
         return (self.n, self.c, self.oh, self.ow)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["dtype"] == "float32":  # float32 kernels keep the keys their tuning records were made with
+            d.pop("dtype")
+        return json.dumps(d, sort_keys=True)
 
 
 def compute(spec: PoolSpec):
     from tvm import te, tirx
 
-    x = te.placeholder((spec.n, spec.c, spec.h, spec.w), spec.dtype, name="data")
+    from .conv2d import cast
+
+    dt, f32 = spec.dtype, "float32"
+    x = te.placeholder((spec.n, spec.c, spec.h, spec.w), dt, name="data")
     if spec.kind == "global_avg":
         rh, rw = te.reduce_axis((0, spec.h), name="rh"), te.reduce_axis((0, spec.w), name="rw")
-        total = te.compute((spec.n, spec.c), lambda n, c: te.sum(x[n, c, rh, rw], axis=[rh, rw]), name="pool")
-        inv = tirx.const(1.0 / (spec.h * spec.w), spec.dtype)
+        total = te.compute((spec.n, spec.c), lambda n, c: te.sum(cast(x[n, c, rh, rw], f32), axis=[rh, rw]), name="pool")
+        inv = tirx.const(1.0 / (spec.h * spec.w), f32)
         if spec.keepdims:
-            out = te.compute(spec.out_shape, lambda n, c, i, j: total[n, c] * inv, name="out")
+            out = te.compute(spec.out_shape, lambda n, c, i, j: cast(total[n, c] * inv, dt), name="out")
         else:
-            out = te.compute(spec.out_shape, lambda n, c: total[n, c] * inv, name="out")
+            out = te.compute(spec.out_shape, lambda n, c: cast(total[n, c] * inv, dt), name="out")
         return [x], out
     t, left = spec.pad[0], spec.pad[1]
     fill = tirx.min_value(spec.dtype) if spec.kind == "max" else tirx.const(0.0, spec.dtype)
@@ -77,17 +83,19 @@ def compute(spec: PoolSpec):
         pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.max(read(n, c, i, j, rh, rw), axis=[rh, rw]), name="pool")
         out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j], name="out")
         return [x], out
-    pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.sum(read(n, c, i, j, rh, rw), axis=[rh, rw]), name="pool")
+    pooled = te.compute(spec.out_shape, lambda n, c, i, j: te.sum(cast(read(n, c, i, j, rh, rw), f32), axis=[rh, rw]),
+                        name="pool")
     if spec.count_include_pad:
-        out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j] / tirx.const(spec.kh * spec.kw, spec.dtype), name="out")
+        out = te.compute(spec.out_shape, lambda n, c, i, j: cast(pooled[n, c, i, j] / tirx.const(spec.kh * spec.kw, f32), dt),
+                         name="out")
     else:
         def count(i: Any, j: Any) -> Any:
             h0, w0 = i * s - t, j * s - left
             hh = te.min(h0 + spec.kh, spec.h) - te.max(h0, 0)
             ww = te.min(w0 + spec.kw, spec.w) - te.max(w0, 0)
-            return (hh * ww).astype(spec.dtype)
+            return (hh * ww).astype(f32)
 
-        out = te.compute(spec.out_shape, lambda n, c, i, j: pooled[n, c, i, j] / count(i, j), name="out")
+        out = te.compute(spec.out_shape, lambda n, c, i, j: cast(pooled[n, c, i, j] / count(i, j), dt), name="out")
     return [x], out
 
 
@@ -101,7 +109,7 @@ def workload(spec: PoolSpec, target: Any = None):
 
 def schedule(sch: Any, spec: PoolSpec, target: Any, decide: Decider) -> dict[str, Any]:
     """Apply the pooling template to ``sch`` (a schedule of :func:`workload`); returns the decisions."""
-    fam = family_of(target)
+    fam = family_of(target, spec.dtype)
     decide.variant(ONLY_VARIANT, ["default"], "default")
     pool, outb = sch.get_sblock("pool"), sch.get_sblock("out")
     if fam.gpu:

@@ -20,6 +20,7 @@ from . import __version__, elf, models
 from . import weights as weights_mod
 from .counting import count
 from .errors import UserError
+from .precision import for_target
 from .targets import TargetSpec, resolve
 
 __all__ = ["BuildError", "Source", "load_source", "compile_source", "export", "build", "build_source", "default_preprocessing"]
@@ -98,15 +99,20 @@ def load_source(
     return Source(mod, entry.name, entry.family, rm.input_shape, num_classes, wsrc, wsha)
 
 
-def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet", tuning_log: dict | None = None):
+def compile_source(src: Source, spec: TargetSpec, pipeline: str = "shufflenet", tuning_log: dict | None = None,
+                   precision: str = "fp32"):
     """Step 2: compile to a Relax VM executable for ``spec`` with the ``shufflenet`` (default) or ``stock``
-    pipeline; ``tuning_log`` (see :mod:`compiler.tuning`) overrides the templates' default knobs."""
+    pipeline; ``tuning_log`` (see :mod:`compiler.tuning`) overrides the templates' default knobs; ``precision``
+    (``fp32``, ``bf16``, ``fp16``: :mod:`tvm_shufflenet.precision`) is what weights and activations are stored in."""
     from .compiler.pipeline import PIPELINES, compile_module
     from .compiler.tuning import decider_factory
 
     if pipeline not in PIPELINES:
         raise BuildError(f"unknown pipeline {pipeline!r}; use one of: {', '.join(PIPELINES)}")
-    return compile_module(src.mod, spec.tvm_target(), pipeline, decider_factory(tuning_log))
+    prec, spec = for_target(precision, spec)
+    if prec.reduced and pipeline != "shufflenet":
+        raise BuildError(f"--precision {precision} needs the shufflenet pipeline (the stock one is float32 only)")
+    return compile_module(src.mod, spec.tvm_target(), pipeline, decider_factory(tuning_log), prec)
 
 
 def applied_log(spec: TargetSpec, tuning: str | os.PathLike | None = "auto"):
@@ -153,26 +159,31 @@ def build(
     cuda_arch: str | None = None,
     pipeline: str = "shufflenet",
     tuning: str | os.PathLike = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Compile ``source`` (zoo name or ``.onnx``) for ``target`` into the library ``output`` (``.so``).
 
     ``pipeline``: ``shufflenet`` (this project's passes and schedule templates) or ``stock`` (``tvm.compile``'s
     default, for comparison). ``tuning``: ``auto`` applies ``tuning_logs/<target key>.json``, else a log of the
-    same template family; ``none`` builds with the templates' defaults; a path applies that log. Returns the
-    metadata record embedded in the library (``tuning_log`` says which log was applied and how).
+    same template family; ``none`` builds with the templates' defaults; a path applies that log. ``precision``:
+    ``fp32``, ``bf16`` or ``fp16`` where the target has the hardware (:mod:`tvm_shufflenet.precision`), inputs
+    and outputs float32 whatever it is. Returns the metadata record embedded in the library (``tuning_log`` says
+    which log was applied and how).
     """
     output = Path(output)
     if output.suffix != ".so":
         raise BuildError(f"output {output} must end in .so (a shared library)")
     spec = resolve(target, cuda_arch) if isinstance(target, str) else target
     spec.check_toolchain()  # fail before minutes of compiling, not after
+    for_target(precision, spec)
     started = time.perf_counter()
     src = load_source(source, weights=weights, seed=seed, batch=batch, input_size=input_size, num_classes=num_classes)
-    return build_source(src, spec, output, pipeline=pipeline, tuning=tuning, started=started)
+    return build_source(src, spec, output, pipeline=pipeline, tuning=tuning, started=started, precision=precision)
 
 
 def build_source(src: Source, spec: TargetSpec, output: str | os.PathLike, *, pipeline: str = "shufflenet",
-                 tuning: str | os.PathLike = "auto", started: float | None = None) -> dict[str, Any]:
+                 tuning: str | os.PathLike = "auto", started: float | None = None,
+                 precision: str = "fp32") -> dict[str, Any]:
     """Steps 2-4 of :func:`build` for a :class:`Source` made elsewhere (ONNX, zoo, a benchmark network)."""
     import tvm
 
@@ -181,7 +192,8 @@ def build_source(src: Source, spec: TargetSpec, output: str | os.PathLike, *, pi
     spec.check_toolchain()
     complexity = count(src.mod)
     applied = applied_log(spec, tuning if pipeline == "shufflenet" else "none")
-    executable = compile_source(src, spec, pipeline, applied.log)
+    prec, built_for = for_target(precision, spec)
+    executable = compile_source(src, spec, pipeline, applied.log, precision)
     size = src.input_shape[-1]
     out_ty = src.mod["main"].ret_ty
     out_shape = [int(d) for d in out_ty.shape.values] if getattr(out_ty, "shape", None) is not None else [src.input_shape[0], src.num_classes]
@@ -192,10 +204,12 @@ def build_source(src: Source, spec: TargetSpec, output: str | os.PathLike, *, pi
         "input_name": "x",
         "input_shape": list(src.input_shape),
         "input_dtype": "float32",
+        "precision": prec.name,  # what weights and activations are stored in; inputs and outputs stay float32
+        "compute_dtype": prec.acc,
         "output_shape": out_shape,
         "num_classes": src.num_classes,
         "preprocessing": default_preprocessing(size),
-        "target": spec.to_json(),
+        "target": built_for.to_json(),
         "target_key": spec.key,
         "elf_machine": spec.elf_machine,
         "pipeline": pipeline,

@@ -74,10 +74,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         cuda_arch=args.cuda_arch,
         pipeline=args.pipeline,
         tuning=tuning_choice(args),
+        precision=args.precision,
     )
     size = Path(args.output).stat().st_size / 2**20
     print(
-        f"{args.output}: {record['model']} for {record['target_key']} ({record['elf_machine']}), input "
+        f"{args.output}: {record['model']} for {record['target_key']} ({record['elf_machine']}), {record['precision']}, input "
         f"{tuple(record['input_shape'])}, {record['mflops']:.1f} MFLOPs, {size:.1f} MiB, "
         f"weights {record['weights']['source']}, tuning log {_log_text(record.get('tuning_log'))}, "
         f"built in {time.perf_counter() - started:.1f} s"
@@ -360,6 +361,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         build_dir=Path(args.build_dir),
         board_arch=board_arch if address else None,
         pipeline=args.pipeline,
+        precision=args.precision,
         tuning=tuning_choice(args),
     )
     records, failures = bench(args.items, args.target, address, cfg, args.output)
@@ -383,7 +385,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     address = _board_address(args)
     result = profile(args.model, args.target, pipeline=args.pipeline, input_size=args.input_size, weights=args.weights,
-                     address=address, repeat=args.repeat, threads=args.threads, progress=True, tuning=tuning_choice(args))
+                     address=address, repeat=args.repeat, threads=args.threads, progress=True, tuning=tuning_choice(args),
+                     precision=args.precision)
     where = "" if address is None else f" on {address}"
     timed = result.timed_total_ms or result.total_ms
     print(f"{result.model} on {result.target}{where} ({result.pipeline} pipeline, {result.threads} threads): "
@@ -414,7 +417,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                      work_dir=Path(args.work_dir) if args.work_dir else None, threads=args.threads,
                      rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, rpc=args.rpc, input_size=args.input_size,
                      per_iter=args.per_iter, seed=args.seed, log=Path(args.log) if args.log else None,
-                     export=not args.no_export, max_kernels=args.max_kernels, command="tvm-shufflenet " + " ".join(args.argv))
+                     export=not args.no_export, max_kernels=args.max_kernels, command="tvm-shufflenet " + " ".join(args.argv),
+                     precision=args.precision)
     result = tune(cfg)
     if result.history:
         from .bench.records import write_json_atomic
@@ -465,6 +469,12 @@ def cmd_guidelines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_precision(args: argparse.Namespace) -> int:
+    from .benchmarks import precision
+
+    return precision.run(args)
+
+
 def cmd_concurrency(args: argparse.Namespace) -> int:
     from .benchmarks import concurrency
 
@@ -509,6 +519,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", default="host", help="host, x86_64-linux-gnu, aarch64-linux-gnu, arm-linux-gnueabihf, a board (rpi4, rpi5, rk3588, jetson-orin-cpu, ...), cuda, or TVM target JSON (default host)")
     p.add_argument("--cuda-arch", help="CUDA SM arch for --target cuda, e.g. sm_80, sm_90 (default sm_80)")
     p.add_argument("--output", "-o", required=True, help="the library to write (.so)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="what weights and activations are stored in: fp32 (default), bf16 (x86 with AVX-512 BF16), fp16 (ARMv8.2-A boards: rpi5, rk3588, jetson-orin-cpu; CUDA); inputs and outputs stay float32")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet",
                    help="shufflenet: this project's passes and schedule templates (default); stock: tvm.compile's default")
     add_tuning_options(p)
@@ -578,6 +589,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file for compiled models (default seeded)")
     p.add_argument("--build-dir", default="build/bench", help="where compiled libraries are cached")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline for model names (default shufflenet)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="model names: what weights and activations are stored in: fp32 (default), bf16 (x86 with AVX-512 BF16), fp16 (ARMv8.2-A boards: rpi5, rk3588, jetson-orin-cpu; CUDA); inputs and outputs stay float32")
     add_tuning_options(p)
     p.add_argument("--output", "-o", help="JSON records, rewritten after each model; an existing file is resumed")
     p.set_defaults(func=cmd_bench)
@@ -592,6 +604,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", help="zoo model names")
     p.add_argument("--target", "-t", default="host", help="host, or a board preset / triple with --rpc-tracker or --rpc (default host)")
     p.add_argument("--trials", type=int, default=512, help="measurements in all, over every kernel (default 512)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="the precision the kernels are tuned in (records are per precision): fp32 (default), bf16 (x86 with AVX-512 BF16), fp16 (ARMv8.2-A boards: rpi5, rk3588, jetson-orin-cpu; CUDA); inputs and outputs stay float32")
     p.add_argument("--space", choices=["templates", "generic"], default="templates",
                    help="templates: the knobs of schedules/ (default); generic: MetaSchedule's own space")
     p.add_argument("--work-dir", help="database and logs (default build/tune/<target key>); rerun to resume")
@@ -609,6 +622,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a model name or an .onnx file")
     p.add_argument("--target", "-t", default="host", help="target to compile for (default host; a board preset with --rpc-*)")
     p.add_argument("--pipeline", choices=["shufflenet", "stock"], default="shufflenet", help="compile pipeline (default shufflenet)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="what weights and activations are stored in: fp32 (default), bf16 (x86 with AVX-512 BF16), fp16 (ARMv8.2-A boards: rpi5, rk3588, jetson-orin-cpu; CUDA); inputs and outputs stay float32")
     add_tuning_options(p)
     p.add_argument("--input-size", type=int, help="input resolution (default 224)")
     p.add_argument("--weights", help="weights file (default seeded)")
@@ -622,10 +636,12 @@ def make_parser() -> argparse.ArgumentParser:
     from .benchmarks import compare as _compare
     from .benchmarks import concurrency as _concurrency
     from .benchmarks import convergence as _convergence
+    from .benchmarks import precision as _precision
 
     for name, module, func, help_text in (
         ("compare", _compare, cmd_compare, "this project vs stock TVM, ONNX Runtime, OpenVINO and PyTorch on this machine, side by side (benchmarks/compare.py)"),
         ("convergence", _convergence, cmd_convergence, "whole-model latency estimate against trials and minutes of tuning runs (plot)"),
+        ("precision", _precision, cmd_precision, "accuracy of bf16/fp16 builds against PyTorch in the same type and f32 (benchmarks/precision.py)"),
         ("concurrency", _concurrency, cmd_concurrency, "throughput of one loaded model called from 1, 2, 4... threads (benchmarks/concurrency.py)"),
     ):
         p = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])

@@ -193,6 +193,7 @@ def profile(
     threads: int | None = None,
     progress: bool = False,
     tuning: str = "auto",
+    precision: str = "fp32",
 ) -> ProfileResult:
     """Compile ``source`` for ``target`` with ``pipeline`` and time each kernel (on a board when ``address``).
 
@@ -205,7 +206,10 @@ def profile(
     from .compiler.tuning import decider_factory
     from .targets import resolve
 
-    spec = resolve(target)
+    from .errors import UserError
+    from .precision import for_target
+
+    prec, spec = for_target(precision, resolve(target))
     in_network = address is None and spec.device != "cuda"  # the VM hook reaches only this machine's CPU
     if address is None:
         from .runtime import set_threads
@@ -214,7 +218,9 @@ def profile(
     src = load_source(source, weights=weights, input_size=input_size)
     tgt = spec.tvm_target()
     applied = applied_log(spec, tuning if pipeline == "shufflenet" else "none")
-    lowered = lower(src.mod, tgt, pipeline, decider_factory(applied.log))
+    if prec.reduced and pipeline != "shufflenet":
+        raise UserError(f"--precision {precision} needs the shufflenet pipeline (the stock one is float32 only)")
+    lowered = lower(src.mod, tgt, pipeline, decider_factory(applied.log), precision=prec)
     calls = kernel_calls(lowered)
     ex = build_lowered(lowered, tgt)
     kernels_ex = None

@@ -45,6 +45,7 @@ class BenchConfig:
     build_dir: Path = field(default_factory=lambda: Path("build") / "bench")
     board_arch: str | None = None
     pipeline: str = "shufflenet"
+    precision: str = "fp32"  # of the libraries built from model names
     tuning: str = "auto"  # "auto" | "none" | a tuning log's path (see build.applied_log)
 
 
@@ -65,7 +66,8 @@ def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None
 
     spec = resolve(target)
     applied = applied_log(spec, cfg.tuning if cfg.pipeline == "shufflenet" else "none")
-    tag = f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}_{applied.tag}"
+    tag = (f"{model}_{input_size or 'native'}_{Path(weights).stem if weights else f'seed{seed}'}_{cfg.pipeline}_"
+           f"{cfg.precision}_{applied.tag}")
     path = cfg.build_dir / spec.key / f"{tag}.so"
     if path.exists():
         try:
@@ -74,7 +76,7 @@ def _cached_build(model: str, target: str, cfg: BenchConfig, weights: str | None
         except UserError:
             path.unlink()
     build(model, spec, path, weights=weights, seed=seed, input_size=input_size, num_classes=num_classes, pipeline=cfg.pipeline,
-          tuning=applied.path or "none")
+          tuning=applied.path or "none", precision=cfg.precision)
     return path
 
 

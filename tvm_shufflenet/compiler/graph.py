@@ -114,12 +114,13 @@ def substitute(expr: Any, mapping: dict[Any, Any]) -> Any:
     return expr
 
 
-def rebuild(mod: Any, rewrite: Callable[[Graph, int, Any, Callable[[Any], Any]], Any], name: str = "main") -> Any:
+def rebuild(mod: Any, rewrite: Callable[[Graph, int, Any, Callable[[Any], Any]], Any], name: str = "main",
+            inputs: Callable[[Any, list[Any]], dict[Any, Any]] | None = None) -> Any:
     """A new module whose ``name`` function has each binding passed through ``rewrite``.
 
     ``rewrite(graph, index, bb, new)`` returns KEEP, DROP or a new value (emitted under the binding's name);
     ``new(expr)`` maps an old expression to the rebuilt one. PrimFuncs added through ``bb.add_func`` land in
-    the module.
+    the module. ``inputs(bb, params)``, emitted first, maps parameters to what the bindings read instead.
     """
     from tvm import relax
 
@@ -141,6 +142,8 @@ def rebuild(mod: Any, rewrite: Callable[[Graph, int, Any, Callable[[Any], Any]],
     attrs = {k: func.attrs[k] for k in func.attrs.keys()} if func.attrs is not None else None
     with bb.function(name, params, attrs=attrs, pure=True):
         with bb.dataflow():
+            if inputs is not None:
+                mapping.update(inputs(bb, params))
             for i, b in enumerate(graph.bindings):
                 out = rewrite(graph, i, bb, new)
                 if out is DROP:

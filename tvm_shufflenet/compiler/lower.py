@@ -93,7 +93,7 @@ def _lower_gemv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     """
     from tvm import relax
 
-    dspec = dense.DenseSpec(spec.n, spec.cin, spec.cout, spec.bias, spec.act)
+    dspec = dense.DenseSpec(spec.n, spec.cin, spec.cout, spec.bias, spec.act, spec.dtype, spec.acc)
     func, mp, knobs = _kernel("dense", dspec, target, decide)
     w = const_of(args[1]).reshape(spec.cout, spec.cin)
     new_args = [bb.emit(relax.op.reshape(args[0], (spec.n, spec.cin))), relax.const(dense.pack_weight(w.T, dspec, target))]
@@ -115,8 +115,8 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     from tvm import relax, te
     from tvm.s_tir import Schedule
 
-    shape = shape_of(x)
-    src = te.placeholder(shape, "float32", name="x")
+    shape, dt = shape_of(x), str(x.ty.dtype)
+    src = te.placeholder(shape, dt, name="x")
     if to_blocked:
         n, c, h, w = shape
         out = te.compute((n, c // block, h, w, block), lambda a, cb, i, j, b: src[a, cb * block + b, i, j], name="out")
@@ -139,7 +139,7 @@ def _layout_kernel(bb: Any, x: Any, block: int, to_blocked: bool) -> Any:
     tag = f"{'block' if to_blocked else 'unblock'}:{block}"
     name = f"to_nchw{block}c_{shape[1]}_{h}" if to_blocked else f"{_UNBLOCK_PREFIX}{block}c_{out_shape[1]}_{h}"
     gv = _add_scheduled(bb, sch.mod["main"], name, {LAYOUT_ATTR: tag})
-    return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, "float32")))
+    return bb.emit(relax.call_tir(gv, [x], relax.TensorType(out_shape, dt)))
 
 
 def _reblock_kernel(bb: Any, x: Any, block: int, made: dict[tuple[Any, int], Any]) -> Any:
@@ -154,8 +154,8 @@ def _reblock_kernel(bb: Any, x: Any, block: int, made: dict[tuple[Any, int], Any
         return x
     if (x, block) in made:
         return made[(x, block)]
-    c = cb * b1
-    src = te.placeholder((n, cb, h, w, b1), "float32", name="x")
+    c, dt = cb * b1, str(x.ty.dtype)
+    src = te.placeholder((n, cb, h, w, b1), dt, name="x")
     out = te.compute((n, c // block, h, w, block),
                      lambda a, o, i, j, b: src[a, (o * block + b) // b1, i, j, (o * block + b) % b1], name="out")
     sch = Schedule(te.create_prim_func([src, out]))
@@ -167,7 +167,7 @@ def _reblock_kernel(bb: Any, x: Any, block: int, made: dict[tuple[Any, int], Any
     else:
         sch.vectorize(b)
     gv = _add_scheduled(bb, sch.mod["main"], f"nchw{b1}c_to_nchw{block}c_{c}_{h}", {LAYOUT_ATTR: f"reblock:{b1}:{block}"})
-    made[(x, block)] = bb.emit(relax.call_tir(gv, [x], relax.TensorType((n, c // block, h, w, block), "float32")))
+    made[(x, block)] = bb.emit(relax.call_tir(gv, [x], relax.TensorType((n, c // block, h, w, block), dt)))
     return made[(x, block)]
 
 
@@ -184,7 +184,7 @@ def _lower_blocked(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args
         args = [gate[0], *args[1:]]
     spec = spec.with_(block=block, in_scale=gate is not None)
     func, _, knobs = _kernel("conv2d", spec, target, decide)
-    w = conv2d.pack_weight(spec, const_of(args[1]), spec.cout, family_of(target))
+    w = conv2d.pack_weight(spec, const_of(args[1]), spec.cout, family_of(target, spec.acc))
     stem = spec.kind == "dense"  # reads the NCHW image, writes NCHW{B}c
     # inside a blocked region the input was just unblocked by its producer: read the blocked tensor (the
     # unblocking kernel, left without users, goes at dead-code elimination)
@@ -246,17 +246,19 @@ def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
     from tvm.s_tir import Schedule
 
     n, cb, h, w, bl = shape_of(xb)
-    src = te.placeholder((n, cb, h, w, bl), "float32", name="x")
+    dt = str(xb.ty.dtype)
+    src = te.placeholder((n, cb, h, w, bl), dt, name="x")
     rh, rw = te.reduce_axis((0, h), name="rh"), te.reduce_axis((0, w), name="rw")
-    acc = te.compute((n, cb, bl), lambda a, c, b: te.sum(src[a, c, rh, rw, b], axis=[rh, rw]), name="acc")
-    out = te.compute((n, cb * bl), lambda a, c: acc[a, c // bl, c % bl] * (1.0 / (h * w)), name="out")
+    acc = te.compute((n, cb, bl), lambda a, c, b: te.sum(conv2d.cast(src[a, c, rh, rw, b], "float32"), axis=[rh, rw]),
+                     name="acc")
+    out = te.compute((n, cb * bl), lambda a, c: conv2d.cast(acc[a, c // bl, c % bl] * (1.0 / (h * w)), dt), name="out")
     sch = Schedule(te.create_prim_func([src, out]))
     a, c, b, rh, rw = sch.get_loops(sch.get_sblock("acc"))
     sch.reorder(a, c, rh, rw, b)
     sch.parallel(sch.fuse(a, c))
     sch.vectorize(b)
     gv = _add_scheduled(bb, sch.mod["main"], f"global_avg_pool_{cb * bl}_nchw{bl}c", {})
-    pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), "float32")))
+    pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), dt)))
     return relax.op.reshape(pooled, out_shape)
 
 
@@ -366,7 +368,7 @@ def _lower_conv(bb: Any, target: Any, decide: DeciderFactory, spec: Any, args: l
     if block:
         return _lower_blocked(bb, target, decide, spec, args, block, {} if reblocked is None else reblocked)
     func, cpad, knobs = _kernel("conv2d", spec, target, decide)
-    w = conv2d.pack_weight(spec, const_of(args[1]), cpad, family_of(target))
+    w = conv2d.pack_weight(spec, const_of(args[1]), cpad, family_of(target, spec.acc))
     bias = const_of(args[2]) if spec.bias else None
     new_args = [args[0], relax.const(w)]
     if bias is not None:
@@ -388,7 +390,8 @@ def pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
     when no pool template covers it."""
     name = op_name(call)
     xs = shape_of(call.args[0])
-    if xs is None or len(xs) != 4 or str(call.args[0].ty.dtype) != "float32":
+    dt = str(call.args[0].ty.dtype)
+    if xs is None or len(xs) != 4 or dt not in ("float32", "bfloat16", "float16"):
         return None
     at = call.attrs
     if name in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
@@ -398,23 +401,24 @@ def pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
         if ks[0] != ks[1] or st[0] != st[1]:
             return None
         spec = pool.PoolSpec("max" if "max" in name else "avg", *xs, ks[0], ks[1], st[0],
-                             tuple(int(v) for v in at.padding), bool(at.count_include_pad))
+                             tuple(int(v) for v in at.padding), bool(at.count_include_pad), dtype=dt)
         return spec if spec.out_shape == out_shape else None
     if name == "relax.nn.adaptive_avg_pool2d" and [int(v) for v in at.output_size] == [1, 1] and at.layout == "NCHW":
-        return pool.PoolSpec("global_avg", *xs, keepdims=True)
+        return pool.PoolSpec("global_avg", *xs, keepdims=True, dtype=dt)
     if name == "relax.mean" and sorted(int(a) for a in at.axis) == [2, 3]:
-        spec = pool.PoolSpec("global_avg", *xs, keepdims=bool(at.keepdims))
+        spec = pool.PoolSpec("global_avg", *xs, keepdims=bool(at.keepdims), dtype=dt)
         return spec if spec.out_shape == out_shape else None
     return None
 
 
-def _dense_match(graph: Graph, i: int) -> dict[str, Any] | None:
+def _dense_match(graph: Graph, i: int, acc: str = "float32") -> dict[str, Any] | None:
     b = graph.bindings[i]
     if op_name(b.value) != "relax.matmul":
         return None
     x, w = b.value.args
     xs, wv = shape_of(x), const_through(graph, w)
-    if xs is None or len(xs) != 2 or wv is None or wv.ndim != 2 or wv.dtype != np.float32:
+    dt = None if xs is None else str(x.ty.dtype)
+    if xs is None or len(xs) != 2 or wv is None or wv.ndim != 2 or str(wv.dtype) != dt:
         return None
     used, last, bias = [i], i, None
     users = graph.users.get(b.var, [])
@@ -425,7 +429,8 @@ def _dense_match(graph: Graph, i: int) -> dict[str, Any] | None:
             if c is not None and c.size == wv.shape[1]:
                 bias, used, last = c.reshape(-1), used + [users[0]], users[0]
     return {"x": x, "w": wv, "bias": bias, "used": used, "last": last,
-            "spec": dense.DenseSpec(xs[0], xs[1], wv.shape[1], bias is not None)}
+            "spec": dense.DenseSpec(xs[0], xs[1], wv.shape[1], bias is not None, dtype=dt,
+                                    acc=acc if dt == "float16" else "float32")}
 
 
 def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None) -> Any:
@@ -436,15 +441,18 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
     graph = Graph(mod["main"])
     if not graph.supported:
         return mod
+    # the type the network's convs compute in (float16 arithmetic, or float32)
+    accs = {spec.acc for b in graph.bindings if (spec := conv_call(mod, b.value)) is not None}
+    acc = accs.pop() if len(accs) == 1 else "float32"
     dense_plans: dict[int, dict[str, Any]] = {}
     dense_used: set[int] = set()
     for i in range(len(graph.bindings)):
-        m = _dense_match(graph, i)
+        m = _dense_match(graph, i, acc)
         if m is not None:
             dense_plans[m["last"]] = m
             dense_used.update(m["used"])
 
-    blocked = _blocked_convs(mod, graph, family_of(target))
+    blocked = _blocked_convs(mod, graph, family_of(target, acc))
     reblocked: dict[tuple[Any, int], Any] = {}  # (NCHW{B1}c tensor, B2) -> its NCHW{B2}c copy
 
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
@@ -458,9 +466,9 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             func, mp, knobs = _kernel("dense", m["spec"], target, decide)
             args = [new(m["x"]), relax.const(dense.pack_weight(m["w"], m["spec"], target))]
             if m["bias"] is not None:
-                args.append(relax.const(pad_rows(m["bias"].astype("float32"), mp)))
+                args.append(relax.const(pad_rows(m["bias"].astype(m["spec"].acc), mp)))
             gv = _register(bb, func, f"dense_{m['spec'].k}x{m['spec'].m}", "dense", m["spec"].to_json(), knobs)
-            return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), "float32"))
+            return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), m["spec"].dtype))
         if i in dense_used:
             return DROP
         out_shape = shape_of(b.var)
@@ -472,7 +480,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
         if pspec is not None:
             func, _, knobs = _kernel("pool", pspec, target, decide)
             gv = _register(bb, func, f"{pspec.kind}_pool_{pspec.c}_{pspec.oh}", "pool", pspec.to_json(), knobs)
-            return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, "float32"))
+            return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, pspec.dtype))
         return KEEP
 
     return relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))

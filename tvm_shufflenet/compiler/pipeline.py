@@ -15,6 +15,7 @@ from .fallback import ScheduleFallback
 from .fold_batchnorm import FoldBatchNorm
 from .fuse_conv import FuseConv
 from .lower import ApplyTemplates, DeciderFactory
+from .precision import ReducePrecision
 from .reshape import CollapseReshapes
 from .shuffle import FoldChannelShuffle
 
@@ -39,20 +40,25 @@ def graph_passes() -> list[Any]:
 
 
 def lower(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None,
-          fallback: bool = True) -> Any:
+          fallback: bool = True, precision: Any = None) -> Any:
     """``mod`` lowered to ``R.call_tir`` of scheduled kernels (before memory planning) by ``pipeline``.
 
-    ``fallback=False`` leaves the kernels no template covers unscheduled (what the tuner searches)."""
+    ``fallback=False`` leaves the kernels no template covers unscheduled (what the tuner searches);
+    ``precision`` (a :class:`~tvm_shufflenet.precision.Precision`, default fp32) the stored and computed types."""
     import tvm
 
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
+    reduced = precision is not None and precision.reduced
+    if reduced and pipeline == "stock":
+        raise ValueError("the stock pipeline is float32 only: use the shufflenet pipeline for bf16/fp16")
     rp = _backend(target)
     if pipeline == "stock":
         passes = rp.library_dispatch_passes(target) + rp.legalize_passes(target)
     else:
         passes = (
             graph_passes()
+            + ([ReducePrecision(precision.storage, precision.acc)] if reduced else [])
             + [ApplyTemplates(target, decide), CollapseReshapes()]
             + rp.library_dispatch_passes(target)
             + rp.legalize_passes(target)
@@ -76,6 +82,7 @@ def build_lowered(lowered: Any, target: Any) -> Any:
     return tvm.compile(lowered, target=target, relax_pipeline=_finish)
 
 
-def compile_module(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None) -> Any:
-    """Compile a Relax module to a VM executable with the named pipeline."""
-    return build_lowered(lower(mod, target, pipeline, decide), target)
+def compile_module(mod: Any, target: Any, pipeline: str = "shufflenet", decide: DeciderFactory | None = None,
+                   precision: Any = None) -> Any:
+    """Compile a Relax module to a VM executable with the named pipeline (and precision)."""
+    return build_lowered(lower(mod, target, pipeline, decide, precision=precision), target)

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import UserError
 from ..schedules.knobs import DefaultDecider, FixedDecider
 
-__all__ = ["log_dir", "log_path", "find_log", "AppliedLog", "Records", "decider_factory", "fallback_key",
+__all__ = ["log_dir", "log_path", "find_log", "AppliedLog", "Records", "decider_factory", "float32_twin", "fallback_key",
            "apply_trace_json"]
 
 
@@ -120,7 +120,7 @@ class Records:
         self.traces = (log or {}).get("traces", {}) or {}
 
     def __call__(self, template: str, spec_json: str):
-        values = self.kernels.get(f"{template}:{spec_json}")
+        values = self.kernels.get(f"{template}:{spec_json}") or self.kernels.get(f"{template}:{float32_twin(spec_json)}")
         return FixedDecider(dict(values)) if values else DefaultDecider()
 
     def trace_for(self, template: str, spec_json: str) -> str | None:
@@ -128,6 +128,21 @@ class Records:
 
     def trace_for_fallback(self, func: Any) -> str | None:
         return self.traces.get(fallback_key(func)) if self.traces else None
+
+
+def float32_twin(spec_json: str) -> str:
+    """The spec of the same kernel in float32: a reduced-precision kernel without a record of its own takes its
+    twin's knobs (the same loops over the same shapes; a decision its template no longer offers, as with
+    fp16's wider ARM vectors, is stale and gives way to the defaults)."""
+    try:
+        d = json.loads(spec_json)
+    except json.JSONDecodeError:
+        return spec_json
+    if not isinstance(d, dict) or "dtype" not in d:
+        return spec_json
+    d.pop("dtype")
+    d.pop("acc", None)
+    return json.dumps(d, sort_keys=True)
 
 
 def decider_factory(log: dict[str, Any] | None) -> Records:

@@ -59,8 +59,9 @@ def _workload(key: str, func: Any, target: Any) -> Any:
 
 
 def extract_tasks(models: list[str], target_spec: Any, *, input_size: int | None = None, batch: int = 1,
-                  include_fallback: bool = True) -> list[Task]:
-    """Tasks of ``models`` compiled for ``target_spec`` with the project's pipeline, heaviest first."""
+                  include_fallback: bool = True, precision: Any = None) -> list[Task]:
+    """Tasks of ``models`` compiled for ``target_spec`` with the project's pipeline (in ``precision``, a
+    :class:`~tvm_shufflenet.precision.Precision`; default fp32), heaviest first."""
     import tvm
     from tvm import relax
 
@@ -73,7 +74,7 @@ def extract_tasks(models: list[str], target_spec: Any, *, input_size: int | None
     for model in models:
         src = load_source(model, input_size=input_size, batch=batch)
         # reshapes the VM turns into zero-copy views are not kernels
-        lowered = relax.transform.RewriteDataflowReshape()(lower(src.mod, target, fallback=False))
+        lowered = relax.transform.RewriteDataflowReshape()(lower(src.mod, target, fallback=False, precision=precision))
         calls: dict[str, int] = {}
 
         def visit(expr: Any) -> None:

@@ -48,6 +48,7 @@ class TuneConfig:
     seed: int = 0
     log: Path | None = None  # the tuning log written (default tuning_logs/<target key>.json)
     export: bool = True
+    precision: str = "fp32"  # fp32, bf16, fp16: the kernels tuned are those of a build in this precision
     command: str = ""  # recorded in the log's made_by
     include_fallback: bool = True
     max_kernels: int | None = None  # only the heaviest kernels (calls x FLOPs)
@@ -286,6 +287,9 @@ def tune(cfg: TuneConfig, echo: Callable[[str], None] = _say) -> TuneResult:
     spec = resolve(cfg.target)
     if spec.device != "cpu":
         raise TuneError("tuning needs a CPU target here (CUDA kernels are measured on a GPU machine)")
+    from ..precision import for_target
+
+    prec, spec = for_target(cfg.precision, spec)  # fp16 adds +fullfp16: candidates build as the library will
     spec.check_toolchain()
     address = resolve_board(cfg)
     if address is None and spec.elf_machine != _host_machine():
@@ -300,7 +304,7 @@ def tune(cfg: TuneConfig, echo: Callable[[str], None] = _say) -> TuneResult:
     started = time.perf_counter()
     echo(f"[1/3] extract tasks of {', '.join(cfg.models)} for {spec.key}")
     tasks = extract_tasks(cfg.models, spec, input_size=cfg.input_size, batch=cfg.batch,
-                          include_fallback=cfg.include_fallback)
+                          include_fallback=cfg.include_fallback, precision=prec)
     if cfg.max_kernels:
         tasks = tasks[: cfg.max_kernels]
     if not tasks:

@@ -1,0 +1,205 @@
+"""Reduced precision: which targets offer it, the bf16 dot-product kernel, whole networks in bf16 against
+PyTorch in bf16 and f32, and fp16 libraries on an emulated ARMv8.2-A board against the host's f32 build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvm_shufflenet import precision as P
+from tvm_shufflenet.targets import resolve
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+HAS_BF16 = "avx512_bf16" in _cpu_flags()
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX-512 BF16")
+
+
+@pytest.mark.parametrize("name,ok", [("rpi5", True), ("rk3588", True), ("jetson-orin-cpu", True), ("rpi4", False),
+                                     ("rpi4-32", False), ("rpi3", False), ("aarch64-linux-gnu", False), ("cuda", True)])
+def test_fp16_only_where_the_board_has_armv82_or_cuda(name, ok):
+    spec = resolve(name)
+    assert ("fp16" in P.supported(spec)) is ok
+    if ok:
+        prec, built = P.for_target("fp16", spec)
+        assert prec.storage == "float16"
+        if spec.device == "cpu":  # half arithmetic on the CPU: LLVM needs the feature to emit it
+            assert "+fullfp16" in built.target["mattr"] and prec.acc == "float16"
+        else:
+            assert prec.acc == "float32"
+    else:
+        with pytest.raises(P.PrecisionError, match="fp16") as err:
+            P.for_target("fp16", spec)
+        assert "\n" not in str(err.value) and "ARMv8.2" in str(err.value)
+
+
+def test_bf16_needs_an_avx512_bf16_cpu():
+    assert "bf16" in P.supported(resolve('{"kind": "llvm", "mcpu": "znver4"}'))
+    assert "bf16" in P.supported(resolve('{"kind": "llvm", "mcpu": "sapphirerapids"}'))
+    for name in ("x86_64-linux-gnu", '{"kind": "llvm", "mcpu": "znver3"}', "rpi5", "cuda"):
+        with pytest.raises(P.PrecisionError, match="AVX-512 BF16"):
+            P.for_target("bf16", resolve(name))
+    assert ("bf16" in P.supported(resolve("host"))) is HAS_BF16
+    with pytest.raises(P.PrecisionError, match="unknown precision"):
+        P.for_target("int8", resolve("host"))
+
+
+def test_float32_kernels_keep_their_record_keys():
+    from tvm_shufflenet.compiler.tuning import Records, float32_twin
+    from tvm_shufflenet.schedules.conv2d import ConvSpec
+    from tvm_shufflenet.schedules.dense import DenseSpec
+    from tvm_shufflenet.schedules.pool import PoolSpec
+
+    spec = ConvSpec(1, 32, 32, 14, 14, 64, 1, 1)
+    assert "dtype" not in spec.to_json() and "acc" not in spec.to_json()
+    assert "dtype" not in DenseSpec(1, 8, 8).to_json() and "dtype" not in PoolSpec("max", 1, 8, 8, 8).to_json()
+    bf = spec.with_(dtype="bfloat16")
+    assert json.loads(bf.to_json())["dtype"] == "bfloat16"
+    assert ConvSpec.from_json(bf.to_json()) == bf
+    assert float32_twin(bf.to_json()) == spec.to_json()
+    # a bf16 kernel without a record of its own takes its float32 twin's knobs
+    records = Records({"kernels": {f"conv2d:{spec.to_json()}": {"pw.c_vectors": 2}}})
+    assert type(records("conv2d", bf.to_json())).__name__ == "FixedDecider"
+    assert type(records("conv2d", ConvSpec(1, 32, 32, 7, 7, 64, 1, 1).to_json())).__name__ == "DefaultDecider"
+
+
+@needs_bf16
+@pytest.mark.parametrize("knobs", [{}, {"pw.c_vectors": 1, "pw.k_block": 16}, {"pw.c_vectors": 3, "pw.k_block": 32}])
+def test_bf16_dot_kernel_against_numpy(knobs):
+    """The vdpbf16ps micro-kernel: products of bf16 pairs summed in f32, exactly what numpy computes on the
+    bf16-rounded operands (to f32 rounding), with bias and ReLU; the instruction is in the code."""
+    import ml_dtypes
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, FixedDecider, family_of
+
+    target = resolve("host").tvm_target()
+    cin, cout, hw = 96, 48, 7
+    spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, act="relu", dtype="bfloat16", block=16)
+    assert conv2d.bf16_dot(spec, family_of(target))
+    decider = FixedDecider({"pw.axis": "channels", **knobs}) if knobs else DefaultDecider()
+    made = conv2d.kernel(spec, target, decider)
+    ex = tvm.compile(tvm.IRModule({"main": made[0]}), target=target)
+    assert ex.mod.inspect_source("asm").count("vdpbf16ps") > 0
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, cin, hw * hw)).astype(ml_dtypes.bfloat16)
+    w = (0.1 * rng.standard_normal((cout, cin, 1, 1))).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(cout).astype("float32")
+    xb = np.ascontiguousarray(x.reshape(1, cin // 16, 16, hw * hw).transpose(0, 1, 3, 2))
+    out = tvm.runtime.tensor(np.zeros((1, cout // 16, hw * hw, 16), ml_dtypes.bfloat16))
+    ex(tvm.runtime.tensor(xb), tvm.runtime.tensor(conv2d.pack_weight(spec, w, cout, family_of(target))),
+       tvm.runtime.tensor(b), out)
+    got = out.numpy().astype("float32").transpose(0, 1, 3, 2).reshape(1, cout, -1)
+    want = np.maximum(np.einsum("oi,nip->nop", w[:, :, 0, 0].astype("float32"), x.astype("float32")) + b[None, :, None], 0)
+    # the only difference: the output's rounding to bf16 (8 bits of mantissa)
+    assert np.abs(got - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
+
+
+@needs_bf16
+@pytest.mark.parametrize("model", ["shufflenet_v2_x0_5", "mobilenet_v2", "mobilenet_v3_small"])
+def test_bf16_network_against_pytorch(model):
+    """A bf16 build against PyTorch running the same network in bf16 and in f32: float32 in and out, its error
+    within the bf16 error PyTorch itself makes (2x, plus rounding), top-1 as PyTorch f32 on most inputs."""
+    import tvm
+    from tvm import relax
+
+    from tvm_shufflenet.benchmarks.precision import torch_outputs
+    from tvm_shufflenet import models
+    from tvm_shufflenet import weights as weights_mod
+    from tvm_shufflenet.build import compile_source, load_source
+
+    size = 64
+    src = load_source(model, input_size=size)
+    ex = compile_source(src, resolve("host"), precision="bf16")
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1, 3, size, size)).astype("float32") for _ in range(3)]
+    outs = [vm["main"](tvm.runtime.tensor(x)).numpy() for x in xs]
+    assert all(o.dtype == np.float32 for o in outs)
+    w = weights_mod.seeded(models.get(model).to_relax(input_size=size), 0)
+    ref = torch_outputs(model, w, xs, "float32")
+    same = torch_outputs(model, w, xs, "bfloat16")
+    for o, r, s in zip(outs, ref, same):
+        span = float(np.ptp(r))
+        err, torch_err = np.abs(o - r).max() / span, np.abs(s - r).max() / span
+        assert err < 3e-2 and err <= 2 * torch_err + 4e-3, (err, torch_err)
+        assert np.abs(o - s).max() / span < 4e-2
+
+
+def test_fp16_aarch64_library_uses_half_arithmetic(tmp_path):
+    """An fp16 rpi5 library computes with 8-lane half-precision NEON FMAs (``fmla v.8h``), its metadata says fp16."""
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        pytest.skip("no aarch64 cross compiler (apt-get install gcc-aarch64-linux-gnu)")
+    from tvm_shufflenet.build import build
+    from tvm_shufflenet.elf import read_metadata
+
+    lib = tmp_path / "m.so"
+    record = build("mobilenet_v3_small", "rpi5", lib, input_size=64, precision="fp16")
+    assert record["precision"] == "fp16" and record["compute_dtype"] == "float16"
+    assert "+fullfp16" in record["target"]["target"]["mattr"]
+    assert read_metadata(lib)[1]["precision"] == "fp16"
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump:
+        dis = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+        assert ".8h" in dis and "fmla" in dis
+
+
+def test_cli_refuses_a_precision_the_target_lacks(tmp_path):
+    from tvm_shufflenet.cli import main
+
+    for target, precision in (("rpi4", "fp16"), ("rpi5", "bf16")):
+        assert main(["compile", "shufflenet_v2_x0_5", "-t", target, "--precision", precision, "-o", str(tmp_path / "x.so")]) == 2
+    assert not (tmp_path / "x.so").exists()
+
+
+FP16_MODELS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "mobilenet_v2",
+               "mobilenet_v3_large", "mobilenet_v3_small"]
+
+
+@pytest.mark.board
+@pytest.mark.skipif(not shutil.which("qemu-aarch64-static"), reason="qemu-user-static is not installed")
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="no aarch64 cross compiler")
+def test_fp16_libraries_on_an_emulated_armv82_board(tmp_path):
+    """fp16 rpi5 libraries of every ShuffleNet V2 width and MobileNet V2/V3 run on an emulated Cortex-A76 and
+    match the host's f32 build within 1e-2 of its output range (64x64 inputs: machinery and numerics; qemu
+    timings mean nothing)."""
+    import socket
+
+    from tvm_shufflenet.build import build
+    from tvm_shufflenet.rpc import emulate
+    from tvm_shufflenet.rpc.board import BoardAddress, connect, release, run_outputs
+    from tvm_shufflenet.runtime import load
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = f"test-a76-{port}"
+    emulate.start(key, tracker=None, port=port, cpu="cortex-a76")
+    try:
+        session = connect(BoardAddress.parse(rpc=f"127.0.0.1:{port}"))
+        x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype("float32")
+        for model in FP16_MODELS:
+            host_lib, arm_lib = tmp_path / f"{model}_f32.so", tmp_path / f"{model}_fp16.so"
+            build(model, "host", host_lib, input_size=64)
+            build(model, "rpi5", arm_lib, input_size=64, precision="fp16")
+            want = load(host_lib)(x)
+            got = run_outputs(session, arm_lib, [x])[0]
+            assert got.dtype == np.float32
+            assert np.abs(got - want).max() <= 1e-2 * float(np.ptp(want)), model
+        release(session)
+    finally:
+        emulate.stop(key)

@@ -1,0 +1,79 @@
+"""Pass: store a network in a reduced precision (bfloat16 or float16) with float32 at its boundary.
+
+Runs after the graph rewrites (folded BatchNorm and fused conv chains are computed in float32 first, then
+rounded once). Every fused conv kernel gets the stored and computed dtypes in its spec and its weights cast;
+every other op sees its float constants cast, so type inference carries the stored dtype through it. The
+input is cast on entry and the output back to float32: both casts are fused into the neighbouring kernels
+by TVM's fusion, so the library's interface stays float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .fuse_conv import add_conv_call, conv_call
+from .graph import Graph, const_of, rebuild
+
+__all__ = ["reduce_precision", "ReducePrecision", "np_dtype"]
+
+
+def np_dtype(dtype: str) -> Any:
+    """The numpy dtype of a TVM dtype name (bfloat16 through ml_dtypes, which TVM's runtime uses too)."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+def _cast_const(expr: Any, dtype: str) -> Any:
+    from tvm import relax
+
+    value = const_of(expr)
+    if value is None or value.dtype != np.float32:
+        return expr
+    return relax.const(value.astype(np_dtype(dtype)), dtype)
+
+
+def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
+    """Return ``mod`` storing tensors as ``storage`` and computing convolutions in ``acc``."""
+    from tvm import relax
+
+    if storage == "float32":
+        return mod
+    graph = Graph(mod["main"])
+    if not graph.supported:
+        raise ValueError("reduced precision needs a network of one dataflow block")
+
+    def inputs(bb: Any, params: list[Any]) -> dict[Any, Any]:
+        return {p: bb.emit(relax.op.astype(p, storage)) for p in params
+                if getattr(p.ty, "dtype", None) is not None and str(p.ty.dtype) == "float32"}
+
+    def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
+        b = g.bindings[i]
+        spec = conv_call(mod, b.value)
+        if spec is not None:
+            fields = [new(a) for a in b.value.args[1].fields]
+            args = [fields[0], relax.const(const_of(fields[1]).astype(np_dtype(storage)), storage)]
+            if spec.bias:
+                args.append(relax.const(const_of(fields[2]).astype(np_dtype(acc)), acc))
+            value = add_conv_call(bb, spec.with_(dtype=storage, acc=acc), args + fields[3 if spec.bias else 2:])
+        else:
+            value = new(b.value)
+            if type(value).__name__ == "Call":
+                value = relax.Call(value.op, [_cast_const(a, storage) for a in value.args], value.attrs, value.ty_args)
+        if type(b.var).__name__ == "Var" and str(getattr(b.var.ty, "dtype", "")) == "float32":  # a function output
+            return relax.op.astype(bb.emit(value), "float32")
+        return value
+
+    return rebuild(mod, rewrite, inputs=inputs)
+
+
+def ReducePrecision(storage: str, acc: str):  # noqa: N802
+    """``reduce_precision`` as a TVM module pass."""
+    import tvm
+
+    return tvm.transform.module_pass(lambda mod, _ctx: reduce_precision(mod, storage, acc), opt_level=0,
+                                     name="ReducePrecision")
