@@ -140,6 +140,7 @@ class ConvSpec:
     placement: Placement | None = None
     dtype: str = "float32"
     acc: str = "float32"
+    in_dtype: str = ""  # data and weights when not ``dtype``: a reduced network's first conv reads the float32 image
     block: int = 0  # 0: NCHW; B: data, residual and output NCHW{B}c (channel blocks of one vector)
     in_scale: bool = False  # NCHW{B}c pointwise only: input channels scaled by an (N, Cin) input (an SE gate)
     pool: int = 0  # dense NCHW only: the window of a max pool applied to the epilogue's output (0: none)
@@ -194,6 +195,8 @@ class ConvSpec:
         for key in ("dtype", "acc"):
             if d[key] == "float32":
                 d.pop(key)
+        if not d["in_dtype"]:
+            d.pop("in_dtype")
         return json.dumps(d, sort_keys=True)
 
     @staticmethod
@@ -246,6 +249,16 @@ KNOBS = {
 }
 
 
+def _bf16_bits(v: Any) -> Any:
+    """The bits (uint16) of float32 ``v`` rounded to bfloat16, to nearest even, in integer arithmetic: TVM keeps a
+    bfloat16 value computed in a kernel as float32, so its bits are made by hand."""
+    from tvm import tirx
+
+    u = tirx.reinterpret("uint32", v)
+    rounded = u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))
+    return (rounded >> tirx.const(16, "uint32")).astype("uint16")
+
+
 def cast(v: Any, dtype: str) -> Any:
     """``v`` as ``dtype`` (no cast node when it already is)."""
     from tvm import tirx
@@ -292,21 +305,26 @@ def weight_block(fam: Family) -> int:
 
 
 def bf16_dot(spec: ConvSpec, fam: Family) -> bool:
-    """Whether ``spec`` computes with :data:`intrinsics.BF16_DOT` (``vdpbf16ps``): a bfloat16 NCHW16c 1x1 conv on
-    AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16). Its weight is ``(Cout/16, Cin/2, 16, 2)``: each
-    channel vector's pair of input channels one 64-byte load. An SE-gated conv scales its inputs as it reads
-    them, which a dot product of stored pairs cannot: it keeps the float32 FMA loop."""
-    return (spec.dtype == "bfloat16" and spec.acc == "float32" and fam.name == "x86-avx512" and spec.block == 16
-            and spec.kind == "pointwise" and spec.groups == 1 and not spec.in_scale and spec.cin % 2 == 0)
+    """Whether ``spec`` computes with :data:`intrinsics.BF16_DOT` (``vdpbf16ps``): a bfloat16 ungrouped 1x1 conv
+    on AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16), NCHW16c or NCHW. Its weight is ``(Cout/16,
+    Cin/2, 16, 2)``: each channel vector's pair of input channels one 64-byte load. NCHW data has a pair's two
+    channels a plane apart, so each task first interleaves its chunk of input rows in pairs (a ``pairs`` stage:
+    1/16th of the tile's multiply-adds in copies). An SE-gated NCHW{B}c conv gates its chunk the same way (the
+    gated input rounded to bf16 once) before the dot products."""
+    from .intrinsics import LANES
+
+    return (spec.dtype == "bfloat16" and spec.acc == "float32" and fam.name == "x86-avx512"
+            and fam.vector_lanes in LANES and spec.block in (0, fam.vector_lanes) and spec.kind == "pointwise"
+            and spec.groups == 1 and spec.cin % 2 == 0)
 
 
-def pack_pairs_weight(w: Any) -> Any:
-    """``(O, I)`` (or OIHW 1x1) -> ``(O/16, I/2, 16, 2)``: :func:`bf16_dot`'s layout."""
+def pack_pairs_weight(w: Any, cpad: int | None = None, lanes: int = 16) -> Any:
+    """``(O, I)`` (or OIHW 1x1) -> ``(cpad/L, I/2, L, 2)``, rows past ``O`` zero: :func:`bf16_dot`'s layout."""
     import numpy as np
 
-    w = np.asarray(w).reshape(w.shape[0], w.shape[1])
+    w = pad_rows(np.asarray(w).reshape(w.shape[0], w.shape[1]), cpad or w.shape[0])
     o, i = w.shape
-    return np.ascontiguousarray(w.reshape(o // 16, 16, i // 2, 2).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(w.reshape(o // lanes, lanes, i // 2, 2).transpose(0, 2, 1, 3))
 
 
 def pack_pointwise_weight(w: Any, cpad: int, block: int) -> Any:
@@ -372,7 +390,7 @@ def variants(spec: ConvSpec, fam: Family) -> list[str]:
     """The structural variants of ``spec``'s template (each its own design space when tuning)."""
     if fam.gpu or spec.kind == "depthwise":
         return ["default"]
-    if spec.block:
+    if spec.block or bf16_dot(spec, fam):  # bf16 dot products: the channels variant's register tiles
         return ["channels"]
     if spec.kind == "dense":  # group convs: a channel vector would span groups (a gather per tap)
         return ["channels"] if spec.groups == 1 else ["columns"]
@@ -435,16 +453,17 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     osp_shape = (spec.h * spec.w,) if kind == "pointwise" else (spec.oh, spec.ow)
     in_map = spec.in_map or ChannelMap.identity(spec.cin)
     cin_g, cout_g = spec.cin // spec.groups, spec.cout // spec.groups
-    x = te.placeholder((spec.n, spec.cin_src, *sp_shape), dt, name="data")
+    xdt = spec.in_dtype or dt  # a first conv reads the float32 image (and keeps float32 weights)
+    x = te.placeholder((spec.n, spec.cin_src, *sp_shape), xdt, name="data")
     inputs = [x]
     if kind == "depthwise":
-        wt = te.placeholder((spec.cout, 1, spec.kh, spec.kw), dt, name="weight")
+        wt = te.placeholder((spec.cout, 1, spec.kh, spec.kw), xdt, name="weight")
     elif kind == "pointwise":  # (Cout/B, Cin/groups, B): a tile's channel vectors stream in k order
-        wt = te.placeholder((cpad // wblock, cin_g, wblock), dt, name="weight")
+        wt = te.placeholder((cpad // wblock, cin_g, wblock), xdt, name="weight")
     elif wblock > 1 and spec.groups == 1:  # (Cout/B, Cin, KH, KW, B): a tap's output-channel vector is one load
-        wt = te.placeholder((cpad // wblock, cin_g, spec.kh, spec.kw, wblock), dt, name="weight")
+        wt = te.placeholder((cpad // wblock, cin_g, spec.kh, spec.kw, wblock), xdt, name="weight")
     else:
-        wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), dt, name="weight")
+        wt = te.placeholder((cpad, cin_g, spec.kh, spec.kw), xdt, name="weight")
     inputs.append(wt)
     bias = te.placeholder((cpad,), at, name="bias") if spec.bias else None
     if bias is not None:
@@ -459,7 +478,21 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         # no clamp without padded rows: the bare division simplifies to one group per channel vector
         return in_map((co if cpad == spec.cout else te.min(co, spec.cout - 1)) // cout_g * cin_g + k)
 
-    if kind == "pointwise":
+    if kind == "pointwise" and pairs:  # groups == 1: input rows interleaved in pairs, weights (Cout/B, Cin/2, B, 2)
+        wt = te.placeholder((cpad // wblock, cin_g // 2, wblock, 2), dt, name="weight")
+        inputs[1] = wt
+        # the copy holds the bits (uint16): TVM's bf16 legalization would widen a bfloat16 buffer made inside a
+        # kernel to float32, and the dot product needs the pairs as stored
+        xp = te.compute((spec.n, cin_g // 2, spec.h * spec.w, 2),
+                        lambda n, kp, p, j: tirx.reinterpret("uint16", x[n, src_channel(0, kp * 2 + j), p]), name="pairs")
+        k = te.reduce_axis((0, cin_g), name="k")
+        conv = te.compute(
+            (spec.n, cpad, spec.h * spec.w),
+            lambda n, c, p: te.sum(cast(tirx.reinterpret(dt, xp[n, k // 2, p, k % 2]), at)
+                                   * cast(wt[c // wblock, k // 2, c % wblock, k % 2], at), axis=k),
+            name="conv",
+        )
+    elif kind == "pointwise":
         k = te.reduce_axis((0, cin_g), name="k")
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
@@ -467,7 +500,7 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
             name="conv",
         )
     else:
-        zero = tirx.const(0.0, dt)
+        zero = tirx.const(0.0, xdt)
         read = padded_window(x, spec.n, spec.cin, spec.h, spec.w, spec.pad, spec.stride, zero, in_map,
                              split_phases=kind == "dense")
         rh, rw = te.reduce_axis((0, spec.kh), name="rh"), te.reduce_axis((0, spec.kw), name="rw")
@@ -639,8 +672,14 @@ def _compute_blocked(spec: ConvSpec, pairs: bool = False):
     res = te.placeholder((n, spec.cout // bl, *osp, bl), dt, name="residual") if spec.residual else None
     scale = te.placeholder((n, spec.cin), dt, name="scale") if spec.in_scale else None
     inputs += [t for t in (bias, res, scale) if t is not None]
+    gated = None
+    if pw and pairs and scale is not None:  # the gate applied to the task's input chunk first, kept as bf16 bits
+        gated = te.compute((n, spec.cin // bl, spec.h * spec.w, bl), lambda nn, kb, p, b: _bf16_bits(
+            cast(x[nn, kb, p, b], at) * cast(scale[nn, kb * bl + b], at)), name="pairs")
     if pw:
         def read(nn: Any, k: Any, p: Any) -> Any:
+            if gated is not None:
+                return cast(tirx.reinterpret(dt, gated[nn, k // bl, p, k % bl]), at)
             v = cast(x[nn, k // bl, p, k % bl], at)
             return v * cast(scale[nn, k], at) if scale is not None else v
 
@@ -682,8 +721,8 @@ def pack_weight(spec: ConvSpec, w: Any, cpad: int, fam: Family) -> Any:
     """The OIHW weight ``w`` of ``spec`` laid out as its kernel on ``fam`` reads it (``cpad`` rows, see
     :func:`padded_cout`; a blocked kernel's block is ``spec.block``)."""
     block = spec.block or weight_block(kernel_family(spec, fam))
-    if bf16_dot(spec, fam):
-        return pack_pairs_weight(w)
+    if bf16_dot(spec, kernel_family(spec, fam)):
+        return pack_pairs_weight(w, cpad, block)
     if spec.kind == "pointwise":
         return pack_pointwise_weight(w, cpad, block)
     if spec.kind == "depthwise" and spec.block:
@@ -764,7 +803,7 @@ def _channels_candidates(spec: ConvSpec, fam: Family, cpad: int) -> dict[str, li
     vectors = cpad // fam.vector_lanes if spec.groups == 1 else spec.cout // spec.groups // fam.vector_lanes
     # NCHW{B}c: whole input channel blocks, so a block's B steps unroll with constant offsets (a partial block
     # recomputes k // B and k % B every step: ~7 integer ops per B FMAs, 0-35% slower on MobileNet's shapes)
-    step = spec.block or 1
+    step = spec.block or (2 if bf16_dot(spec, fam) else 1)  # bf16 dot products take input channels in pairs
     return {  # a tile of channel vectors stays inside one group
         # 32 registers hold up to 8 channel vectors x 2-3 pixels (16 registers: at most 4 x 2)
         "pw.c_vectors": divisors(vectors, 8 if fam.vector_registers >= 32 else 4),
@@ -817,9 +856,21 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
                 k_lane, k_pair = sch.split(k_lane, [None, 2])
                 sch.reorder(k_lane, pi, cvo, cl, k_pair)
             sch.unroll(k_lane)
+        elif pairs:
+            _, k_pair = sch.split(ki, [None, 2])
+            sch.reorder(pi, cvo, cl, k_pair)
         outer = sch.fuse(n, co, pc)
         sch.parallel(outer)
         sch.reverse_compute_at(epi, outer, preserve_unit_loops=True)
+        if pairs and (not spec.block or spec.in_scale):  # the task's input rows of this k block: paired, or gated
+            packed = sch.get_sblock("pairs")
+            sch.compute_at(packed, ko, preserve_unit_loops=True)
+            *_, pp_, jj = sch.get_loops(packed)
+            if spec.block:  # gated: a channel vector at a time
+                sch.vectorize(jj)
+            else:
+                sch.unroll(jj)
+                _vectorize_tail(sch, pp_, lanes)
         # partial sums channel-minor, so a channel vector is one register
         sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
         sch.unroll(pi)
@@ -828,10 +879,10 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
             sch.vectorize(cl)
         init = sch.decompose_reduction(conv, ko)
         if pairs:
-            from .intrinsics import BF16_DOT, BF16_DOT_LLVM, register
+            from .intrinsics import BF16_DOT_LLVM, bf16_dot_intrin, register
 
             register()
-            sch.tensorize(cl, BF16_DOT)
+            sch.tensorize(cl, bf16_dot_intrin(lanes, bits=not spec.block or spec.in_scale))
             sch.annotate(outer, "pragma_import_llvm", BF16_DOT_LLVM)
         _vectorize_innermost(sch, init, outer)
         if spec.block:  # the epilogue stores whole channel vectors

@@ -77,8 +77,9 @@ def test_float32_kernels_keep_their_record_keys():
 
 
 @needs_bf16
-@pytest.mark.parametrize("knobs", [{}, {"pw.c_vectors": 1, "pw.k_block": 16}, {"pw.c_vectors": 3, "pw.k_block": 32}])
-def test_bf16_dot_kernel_against_numpy(knobs):
+@pytest.mark.parametrize("block,knobs", [(16, {}), (16, {"pw.c_vectors": 1, "pw.k_block": 16}),
+                                         (16, {"pw.c_vectors": 3, "pw.k_block": 32}), (8, {}), (8, {"pw.c_vectors": 2, "pw.k_block": 8})])
+def test_bf16_dot_kernel_against_numpy(block, knobs):
     """The vdpbf16ps micro-kernel: products of bf16 pairs summed in f32, exactly what numpy computes on the
     bf16-rounded operands (to f32 rounding), with bias and ReLU; the instruction is in the code."""
     import ml_dtypes
@@ -89,8 +90,8 @@ def test_bf16_dot_kernel_against_numpy(knobs):
 
     target = resolve("host").tvm_target()
     cin, cout, hw = 96, 48, 7
-    spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, act="relu", dtype="bfloat16", block=16)
-    assert conv2d.bf16_dot(spec, family_of(target))
+    spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, act="relu", dtype="bfloat16", block=block)
+    assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, family_of(target)))
     decider = FixedDecider({"pw.axis": "channels", **knobs}) if knobs else DefaultDecider()
     made = conv2d.kernel(spec, target, decider)
     ex = tvm.compile(tvm.IRModule({"main": made[0]}), target=target)
@@ -99,14 +100,80 @@ def test_bf16_dot_kernel_against_numpy(knobs):
     x = rng.standard_normal((1, cin, hw * hw)).astype(ml_dtypes.bfloat16)
     w = (0.1 * rng.standard_normal((cout, cin, 1, 1))).astype(ml_dtypes.bfloat16)
     b = rng.standard_normal(cout).astype("float32")
-    xb = np.ascontiguousarray(x.reshape(1, cin // 16, 16, hw * hw).transpose(0, 1, 3, 2))
-    out = tvm.runtime.tensor(np.zeros((1, cout // 16, hw * hw, 16), ml_dtypes.bfloat16))
+    xb = np.ascontiguousarray(x.reshape(1, cin // block, block, hw * hw).transpose(0, 1, 3, 2))
+    out = tvm.runtime.tensor(np.zeros((1, cout // block, hw * hw, block), ml_dtypes.bfloat16))
     ex(tvm.runtime.tensor(xb), tvm.runtime.tensor(conv2d.pack_weight(spec, w, cout, family_of(target))),
        tvm.runtime.tensor(b), out)
     got = out.numpy().astype("float32").transpose(0, 1, 3, 2).reshape(1, cout, -1)
     want = np.maximum(np.einsum("oi,nip->nop", w[:, :, 0, 0].astype("float32"), x.astype("float32")) + b[None, :, None], 0)
     # the only difference: the output's rounding to bf16 (8 bits of mantissa)
     assert np.abs(got - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
+
+
+@needs_bf16
+@pytest.mark.parametrize("block", [16, 8])
+def test_bf16_dot_gated_kernel_against_numpy(block):
+    """An SE-gated NCHW{B}c 1x1 conv (MobileNet V3's projection after squeeze-and-excitation): the gate applied
+    to the input in the kernel, then the dot products."""
+    import ml_dtypes
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
+
+    target = resolve("host").tvm_target()
+    fam = family_of(target)
+    cin, cout, hw = 96, 48, 7
+    spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, dtype="bfloat16", block=block, in_scale=True)
+    assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, fam))
+    func = conv2d.kernel(spec, target, DefaultDecider())[0]
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    assert ex.mod.inspect_source("asm").count("vdpbf16ps") > 0
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, cin, hw * hw)).astype(ml_dtypes.bfloat16)
+    gate = rng.uniform(0, 1, (1, cin)).astype(ml_dtypes.bfloat16)
+    w = (0.1 * rng.standard_normal((cout, cin, 1, 1))).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(cout).astype("float32")
+    xb = np.ascontiguousarray(x.reshape(1, cin // block, block, hw * hw).transpose(0, 1, 3, 2))
+    out = tvm.runtime.tensor(np.zeros((1, cout // block, hw * hw, block), ml_dtypes.bfloat16))
+    ex(tvm.runtime.tensor(xb), tvm.runtime.tensor(conv2d.pack_weight(spec, w, cout, fam)), tvm.runtime.tensor(b),
+       tvm.runtime.tensor(gate), out)
+    got = out.numpy().astype("float32").transpose(0, 1, 3, 2).reshape(1, cout, -1)
+    gated = (x.astype("float32") * gate.astype("float32")[:, :, None]).astype(ml_dtypes.bfloat16).astype("float32")
+    want = np.einsum("oi,nip->nop", w[:, :, 0, 0].astype("float32"), gated) + b[None, :, None]
+    assert np.abs(got - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-5
+
+
+@needs_bf16
+@pytest.mark.parametrize("cin,cout,hw,shuffled", [(58, 58, 14, True), (116, 116, 7, False), (24, 40, 9, False)])
+def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled):
+    """The NCHW form (ShuffleNet's 1x1 convs): input rows paired in the kernel, read through a channel map (the
+    second half of a shuffled 2*cin tensor) when ``shuffled``; padded output rows never stored."""
+    import ml_dtypes
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
+
+    target = resolve("host").tvm_target()
+    fam = family_of(target)
+    in_map = conv2d.ChannelMap(cin, 2, 0, 1) if shuffled else None  # channel c reads source channel 2c + 1
+    src = 2 * cin if shuffled else cin
+    spec = conv2d.ConvSpec(1, cin, src, hw, hw, cout, 1, 1, act="relu", in_map=in_map, dtype="bfloat16")
+    assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, fam))
+    func, cpad, _ = conv2d.kernel(spec, target, DefaultDecider())
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    assert ex.mod.inspect_source("asm").count("vdpbf16ps") > 0
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, src, hw * hw)).astype(ml_dtypes.bfloat16)
+    w = (0.1 * rng.standard_normal((cout, cin, 1, 1))).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(cout).astype("float32")
+    out = tvm.runtime.tensor(np.zeros((1, cout, hw * hw), ml_dtypes.bfloat16))
+    ex(tvm.runtime.tensor(x), tvm.runtime.tensor(conv2d.pack_weight(spec, w, cpad, fam)),
+       tvm.runtime.tensor(conv2d.pad_rows(b, cpad)), out)
+    xs = x.astype("float32")[:, 1::2] if shuffled else x.astype("float32")
+    want = np.maximum(np.einsum("oi,nip->nop", w[:, :, 0, 0].astype("float32"), xs) + b[None, :, None], 0)
+    assert np.abs(out.numpy().astype("float32") - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
 
 
 @needs_bf16

@@ -47,19 +47,28 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
     if not graph.supported:
         raise ValueError("reduced precision needs a network of one dataflow block")
 
+    uncast: dict[Any, Any] = {}  # the cast input -> the float32 parameter
+
     def inputs(bb: Any, params: list[Any]) -> dict[Any, Any]:
-        return {p: bb.emit(relax.op.astype(p, storage)) for p in params
+        made = {p: bb.emit(relax.op.astype(p, storage)) for p in params
                 if getattr(p.ty, "dtype", None) is not None and str(p.ty.dtype) == "float32"}
+        uncast.update({v: p for p, v in made.items()})
+        return made  # a cast no binding reads is dead code
 
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
         b = g.bindings[i]
         spec = conv_call(mod, b.value)
         if spec is not None:
             fields = [new(a) for a in b.value.args[1].fields]
-            args = [fields[0], relax.const(const_of(fields[1]).astype(np_dtype(storage)), storage)]
+            # a conv of the input reads the float32 image and its float32 weights (no rounding of the image, no
+            # cast kernel in front, and the stem stays a channel-blocked kernel)
+            first = uncast.get(fields[0]) if acc == "float32" else None
+            wdt = "float32" if first is not None else storage
+            args = [fields[0] if first is None else first, relax.const(const_of(fields[1]).astype(np_dtype(wdt)), wdt)]
             if spec.bias:
                 args.append(relax.const(const_of(fields[2]).astype(np_dtype(acc)), acc))
-            value = add_conv_call(bb, spec.with_(dtype=storage, acc=acc), args + fields[3 if spec.bias else 2:])
+            value = add_conv_call(bb, spec.with_(dtype=storage, acc=acc, in_dtype="float32" if first is not None else ""),
+                                  args + fields[3 if spec.bias else 2:])
         else:
             value = new(b.value)
             if type(value).__name__ == "Call":
