@@ -305,9 +305,10 @@ def weight_block(fam: Family) -> int:
 
 
 def bf16_dot(spec: ConvSpec, fam: Family) -> bool:
-    """Whether ``spec`` computes with :data:`intrinsics.BF16_DOT` (``vdpbf16ps``): a bfloat16 ungrouped 1x1 conv
-    on AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16), NCHW16c or NCHW. Its weight is ``(Cout/16,
-    Cin/2, 16, 2)``: each channel vector's pair of input channels one 64-byte load. NCHW data has a pair's two
+    """Whether ``spec`` computes with :func:`intrinsics.bf16_dot_intrin` (``vdpbf16ps``): a bfloat16 1x1 conv
+    (grouped when its groups are whole vectors) on AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16),
+    NCHW{16,8}c or NCHW. Its weight is ``(Cout/L, Cin_g/2, L, 2)``: each channel vector's pair of input channels
+    one load. NCHW data has a pair's two
     channels a plane apart, so each task first interleaves its chunk of input rows in pairs (a ``pairs`` stage:
     1/16th of the tile's multiply-adds in copies). An SE-gated NCHW{B}c conv gates its chunk the same way (the
     gated input rounded to bf16 once) before the dot products."""
@@ -315,7 +316,8 @@ def bf16_dot(spec: ConvSpec, fam: Family) -> bool:
 
     return (spec.dtype == "bfloat16" and spec.acc == "float32" and fam.name == "x86-avx512"
             and fam.vector_lanes in LANES and spec.block in (0, fam.vector_lanes) and spec.kind == "pointwise"
-            and spec.groups == 1 and spec.cin % 2 == 0)
+            and (spec.groups == 1 or (not spec.block and _group_vectors(spec, fam)))
+            and (spec.cin // spec.groups) % 2 == 0)
 
 
 def pack_pairs_weight(w: Any, cpad: int | None = None, lanes: int = 16) -> Any:
@@ -478,18 +480,19 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         # no clamp without padded rows: the bare division simplifies to one group per channel vector
         return in_map((co if cpad == spec.cout else te.min(co, spec.cout - 1)) // cout_g * cin_g + k)
 
-    if kind == "pointwise" and pairs:  # groups == 1: input rows interleaved in pairs, weights (Cout/B, Cin/2, B, 2)
+    if kind == "pointwise" and pairs:  # input rows interleaved in pairs (per group), weights (Cout/B, Cin_g/2, B, 2)
         wt = te.placeholder((cpad // wblock, cin_g // 2, wblock, 2), dt, name="weight")
         inputs[1] = wt
         # the copy holds the bits (uint16): TVM's bf16 legalization would widen a bfloat16 buffer made inside a
         # kernel to float32, and the dot product needs the pairs as stored
-        xp = te.compute((spec.n, cin_g // 2, spec.h * spec.w, 2),
-                        lambda n, kp, p, j: tirx.reinterpret("uint16", x[n, src_channel(0, kp * 2 + j), p]), name="pairs")
+        xp = te.compute((spec.n, spec.groups, cin_g // 2, spec.h * spec.w, 2),
+                        lambda n, g, kp, p, j: tirx.reinterpret("uint16", x[n, in_map(g * cin_g + kp * 2 + j), p]),
+                        name="pairs")
         k = te.reduce_axis((0, cin_g), name="k")
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
-            lambda n, c, p: te.sum(cast(tirx.reinterpret(dt, xp[n, k // 2, p, k % 2]), at)
-                                   * cast(wt[c // wblock, k // 2, c % wblock, k % 2], at), axis=k),
+            lambda n, c, p: te.sum(cast(tirx.reinterpret(dt, xp[n, c // cout_g if spec.groups > 1 else 0, k // 2, p, k % 2]),
+                                        at) * cast(wt[c // wblock, k // 2, c % wblock, k % 2], at), axis=k),
             name="conv",
         )
     elif kind == "pointwise":
@@ -868,9 +871,9 @@ def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide
             *_, pp_, jj = sch.get_loops(packed)
             if spec.block:  # gated: a channel vector at a time
                 sch.vectorize(jj)
-            else:
+            else:  # the pixel loop's extent is a sampled tile: left to LLVM's loop vectorizer, so the trace's
+                # instructions never depend on a knob's value (the tuner reads knobs back from them)
                 sch.unroll(jj)
-                _vectorize_tail(sch, pp_, lanes)
         # partial sums channel-minor, so a channel vector is one register
         sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
         sch.unroll(pi)

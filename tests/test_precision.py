@@ -145,10 +145,12 @@ def test_bf16_dot_gated_kernel_against_numpy(block):
 
 
 @needs_bf16
-@pytest.mark.parametrize("cin,cout,hw,shuffled", [(58, 58, 14, True), (116, 116, 7, False), (24, 40, 9, False)])
-def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled):
+@pytest.mark.parametrize("cin,cout,hw,shuffled,groups", [(58, 58, 14, True, 1), (116, 116, 7, False, 1),
+                                                          (24, 40, 9, False, 1), (96, 96, 14, False, 3)])
+def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):
     """The NCHW form (ShuffleNet's 1x1 convs): input rows paired in the kernel, read through a channel map (the
-    second half of a shuffled 2*cin tensor) when ``shuffled``; padded output rows never stored."""
+    second half of a shuffled 2*cin tensor) when ``shuffled``; padded output rows never stored; a group conv
+    (ShuffleNet V1 g3) pairs each group's rows."""
     import ml_dtypes
     import tvm
 
@@ -159,20 +161,23 @@ def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled):
     fam = family_of(target)
     in_map = conv2d.ChannelMap(cin, 2, 0, 1) if shuffled else None  # channel c reads source channel 2c + 1
     src = 2 * cin if shuffled else cin
-    spec = conv2d.ConvSpec(1, cin, src, hw, hw, cout, 1, 1, act="relu", in_map=in_map, dtype="bfloat16")
+    spec = conv2d.ConvSpec(1, cin, src, hw, hw, cout, 1, 1, groups=groups, act="relu", in_map=in_map, dtype="bfloat16")
     assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, fam))
     func, cpad, _ = conv2d.kernel(spec, target, DefaultDecider())
     ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
     assert ex.mod.inspect_source("asm").count("vdpbf16ps") > 0
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, src, hw * hw)).astype(ml_dtypes.bfloat16)
-    w = (0.1 * rng.standard_normal((cout, cin, 1, 1))).astype(ml_dtypes.bfloat16)
+    w = (0.1 * rng.standard_normal((cout, cin // groups, 1, 1))).astype(ml_dtypes.bfloat16)
     b = rng.standard_normal(cout).astype("float32")
     out = tvm.runtime.tensor(np.zeros((1, cout, hw * hw), ml_dtypes.bfloat16))
     ex(tvm.runtime.tensor(x), tvm.runtime.tensor(conv2d.pack_weight(spec, w, cpad, fam)),
        tvm.runtime.tensor(conv2d.pad_rows(b, cpad)), out)
     xs = x.astype("float32")[:, 1::2] if shuffled else x.astype("float32")
-    want = np.maximum(np.einsum("oi,nip->nop", w[:, :, 0, 0].astype("float32"), xs) + b[None, :, None], 0)
+    cin_g, cout_g = cin // groups, cout // groups
+    want = np.concatenate([np.einsum("oi,nip->nop", w[g * cout_g:(g + 1) * cout_g, :, 0, 0].astype("float32"),
+                                     xs[:, g * cin_g:(g + 1) * cin_g]) for g in range(groups)], axis=1)
+    want = np.maximum(want + b[None, :, None], 0)
     assert np.abs(out.numpy().astype("float32") - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
 
 

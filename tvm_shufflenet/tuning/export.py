@@ -130,7 +130,10 @@ def _candidates(db: Any, workload: Any, t: Any, target: Any, space: str, trace_k
     seen: set[str] = set()
     for rec in db.get_top_k(workload, 4 * CANDIDATES):
         if space == "templates" and t.template is not None:
-            cand = (trace_knobs(rec.trace, t.template, t.spec_json, target), None)
+            try:
+                cand = (trace_knobs(rec.trace, t.template, t.spec_json, target), None)
+            except ValueError:  # measured with an older version of the template: its knobs cannot be read back
+                continue
         else:
             cand = (None, tvm.ir.save_json(rec.trace.as_json()))
         tag = json.dumps(cand[0], sort_keys=True) if cand[0] is not None else cand[1]

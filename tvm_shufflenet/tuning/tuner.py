@@ -72,6 +72,9 @@ def open_database(work_dir: Path) -> Any:
     """The run's MetaSchedule JSON database (appended to as measurements arrive)."""
     from tvm.s_tir import meta_schedule as ms
 
+    from ..schedules.intrinsics import register
+
+    register()  # the database replays its traces on load, bf16 dot products (tensorize) included
     work_dir.mkdir(parents=True, exist_ok=True)
     return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
                                     path_tuning_record=str(work_dir / "database_tuning_record.json"),
