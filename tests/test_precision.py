@@ -275,3 +275,17 @@ def test_fp16_libraries_on_an_emulated_armv82_board(tmp_path):
         release(session)
     finally:
         emulate.stop(key)
+
+
+@needs_bf16
+def test_bench_checks_a_bf16_library_against_the_f32_build(tmp_path):
+    """`bench --precision bf16`: the library is bf16, its output check is against the f32 build (a reduced
+    tolerance), and the record says which precision it measured."""
+    from tvm_shufflenet.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "mobilenet_v3_small", "--precision", "bf16", "--input-size", "64", "--repeat", "3",
+                 "--build-dir", str(tmp_path / "b"), "-o", str(out)]) == 0
+    (rec,) = json.loads(out.read_text())  # a JSON array of records
+    assert rec["precision"] == "bf16" and rec["output_check"] == "pass"
+    assert 1e-5 < rec["output_max_abs_err"]  # compared with the f32 build, not with itself
