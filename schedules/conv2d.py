@@ -308,9 +308,8 @@ def bf16_dot(spec: ConvSpec, fam: Family) -> bool:
     """Whether ``spec`` computes with :func:`intrinsics.bf16_dot_intrin` (``vdpbf16ps``): a bfloat16 1x1 conv
     (grouped when its groups are whole vectors) on AVX-512 (bf16 is only offered on CPUs with AVX-512 BF16),
     NCHW{16,8}c or NCHW. Its weight is ``(Cout/L, Cin_g/2, L, 2)``: each channel vector's pair of input channels
-    one load. NCHW data has a pair's two
-    channels a plane apart, so each task first interleaves its chunk of input rows in pairs (a ``pairs`` stage:
-    1/16th of the tile's multiply-adds in copies). An SE-gated NCHW{B}c conv gates its chunk the same way (the
+    one load. NCHW data has a pair's two channels a plane apart, so each task first interleaves its chunk of input
+    rows in pairs (a ``pairs`` stage: 1/16th of the tile's multiply-adds in copies). An SE-gated NCHW{B}c conv gates its chunk the same way (the
     gated input rounded to bf16 once) before the dot products."""
     from .intrinsics import LANES
 

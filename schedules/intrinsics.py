@@ -1,8 +1,7 @@
 """Tensor intrinsics the templates tensorize with: hardware dot products TVM's code generator cannot emit.
 
-``bf16_dot_intrin(L)``: ``C[L] (f32) += A[L, 2] (bf16) . B[2] (bf16)``, one ``vdpbf16ps`` (AVX-512 BF16; L = 16: zmm,
-8: ymm): each
-float32 lane accumulates the dot product of a pair of bfloat16 weights with a broadcast pair of inputs, two
+``bf16_dot_intrin(L)``: ``C[L] (f32) += A[L, 2] (bf16) . B[2] (bf16)``, one ``vdpbf16ps`` (AVX-512 BF16; L = 16:
+zmm, 8: ymm): each float32 lane accumulates the dot product of a pair of bfloat16 weights with a broadcast pair of inputs, two
 multiply-adds per lane per instruction where float32 FMA does one. TVM's LLVM back end lowers bfloat16 values
 to float32 before code generation (and crashes on native ``bfloat`` vectors), so the instruction sits in a
 small LLVM IR function, linked into each kernel with ``pragma_import_llvm`` and always inlined: the compiled
@@ -26,8 +25,7 @@ def _func(lanes: int) -> str:
 
 
 def _llvm(lanes: int) -> str:
-    bits = 512 if lanes == 16 else 256
-    suffix = "512" if lanes == 16 else "256"
+    suffix = "512" if lanes == 16 else "256"  # zmm or ymm
     return f"""
 define internal <{lanes} x float> @{_func(lanes)}(<{lanes} x float> %acc, <{lanes} x i32> %w, i32 %x) #0 {{
   %wv = bitcast <{lanes} x i32> %w to <{2 * lanes} x bfloat>
@@ -38,7 +36,7 @@ define internal <{lanes} x float> @{_func(lanes)}(<{lanes} x float> %acc, <{lane
   ret <{lanes} x float> %r
 }}
 declare <{lanes} x float> @llvm.x86.avx512bf16.dpbf16ps.{suffix}(<{lanes} x float>, <{2 * lanes} x bfloat>, <{2 * lanes} x bfloat>)
-"""  # {bits}-bit
+"""
 
 
 BF16_DOT_LLVM = "".join(_llvm(n) for n in LANES) + (

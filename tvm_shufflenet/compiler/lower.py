@@ -390,8 +390,10 @@ def pool_spec(call: Any, out_shape: tuple[int, ...]) -> Any:
     when no pool template covers it."""
     name = op_name(call)
     xs = shape_of(call.args[0])
+    if xs is None or len(xs) != 4:
+        return None
     dt = str(call.args[0].ty.dtype)
-    if xs is None or len(xs) != 4 or dt not in ("float32", "bfloat16", "float16"):
+    if dt not in ("float32", "bfloat16", "float16"):
         return None
     at = call.attrs
     if name in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):

@@ -2,9 +2,9 @@
 
 Runs after the graph rewrites (folded BatchNorm and fused conv chains are computed in float32 first, then
 rounded once). Every fused conv kernel gets the stored and computed dtypes in its spec and its weights cast;
-every other op sees its float constants cast, so type inference carries the stored dtype through it. The
-input is cast on entry and the output back to float32: both casts are fused into the neighbouring kernels
-by TVM's fusion, so the library's interface stays float32.
+every other op sees its float constants cast, so type inference carries the stored dtype through it. A
+first dense conv (the stem) reads the float32 image with float32 weights and stores its output reduced; any
+other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
             fields = [new(a) for a in b.value.args[1].fields]
             # a conv of the input reads the float32 image and its float32 weights (no rounding of the image, no
             # cast kernel in front, and the stem stays a channel-blocked kernel)
-            first = uncast.get(fields[0]) if acc == "float32" else None
+            first = uncast.get(fields[0]) if acc == "float32" and spec.kind == "dense" else None
             wdt = "float32" if first is not None else storage
             args = [fields[0] if first is None else first, relax.const(const_of(fields[1]).astype(np_dtype(wdt)), wdt)]
             if spec.bias:
