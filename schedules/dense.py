@@ -35,11 +35,16 @@ class DenseSpec:
     act: str | None = None
     dtype: str = "float32"  # data, weight and output (bfloat16, float16: reduced precision)
     acc: str = "float32"  # products, sums, bias, activation
+    out_dtype: str = ""  # the output's when not ``dtype``: a reduced network's logits are written in float32
+    weight_dtype: str = ""  # the weight's when not ``dtype``: float16 under bf16 storage (the same bytes, 3 more
+    # bits of mantissa; converted to float32 by one instruction per vector)
 
     def to_json(self) -> str:
         d = asdict(self)
-        for key in ("dtype", "acc"):  # float32 kernels keep the keys their tuning records were made with
-            if d[key] == "float32":
+        if d["acc"] == "float32":  # keys added since the tuning records were made appear only when set
+            d.pop("acc")
+        for key in ("out_dtype", "weight_dtype"):
+            if not d[key]:
                 d.pop(key)
         return json.dumps(d, sort_keys=True)
 
@@ -74,7 +79,7 @@ def workload(spec: DenseSpec, target: Any):
 
     mp, lanes = padded_m(spec, target), _lanes(spec, target)
     x = te.placeholder((spec.n, spec.k), spec.dtype, name="data")
-    w = te.placeholder((mp // lanes, spec.k, lanes), spec.dtype, name="weight")
+    w = te.placeholder((mp // lanes, spec.k, lanes), spec.weight_dtype or spec.dtype, name="weight")
     inputs = [x, w]
     b = te.placeholder((mp,), spec.acc, name="bias") if spec.bias else None
     if b is not None:
@@ -84,7 +89,7 @@ def workload(spec: DenseSpec, target: Any):
 
     def epi(i: Any, j: Any) -> Any:
         v = acc[i, j] + b[j] if b is not None else acc[i, j]
-        return cast(_act(spec.act, v, spec.acc), spec.dtype)
+        return cast(_act(spec.act, v, spec.acc), spec.out_dtype or spec.dtype)
 
     out = te.compute((spec.n, spec.m), epi, name="out")
     return te.create_prim_func([*inputs, out]), mp

@@ -1,7 +1,7 @@
 """Tensor intrinsics the templates tensorize with: hardware dot products TVM's code generator cannot emit.
 
 ``bf16_dot_intrin(L)``: ``C[L] (f32) += A[L, 2] (bf16) . B[2] (bf16)``, one ``vdpbf16ps`` (AVX-512 BF16; L = 16:
-zmm, 8: ymm): each float32 lane accumulates the dot product of a pair of bfloat16 weights with a broadcast pair of inputs, two
+zmm, 8: ymm, 4: xmm): each float32 lane accumulates the dot product of a pair of bfloat16 weights with a broadcast pair of inputs, two
 multiply-adds per lane per instruction where float32 FMA does one. TVM's LLVM back end lowers bfloat16 values
 to float32 before code generation (and crashes on native ``bfloat`` vectors), so the instruction sits in a
 small LLVM IR function, linked into each kernel with ``pragma_import_llvm`` and always inlined: the compiled
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 __all__ = ["LANES", "BF16_DOT_LLVM", "bf16_dot_intrin", "register"]
 
-LANES = (16, 8)  # float32 lanes: a zmm register (NCHW16c, NCHW) or a ymm one (NCHW8c regions)
+LANES = (16, 8, 4)  # float32 lanes: a zmm register (NCHW16c, NCHW), a ymm one (NCHW8c regions), an xmm one
+# (group convs of 4-lane groups: ShuffleNet V1 g3's 20-channel ones)
 
 
 def bf16_dot_intrin(lanes: int, bits: bool = False) -> str:
@@ -25,7 +26,7 @@ def _func(lanes: int) -> str:
 
 
 def _llvm(lanes: int) -> str:
-    suffix = "512" if lanes == 16 else "256"  # zmm or ymm
+    suffix = {16: "512", 8: "256", 4: "128"}[lanes]  # zmm, ymm, xmm
     return f"""
 define internal <{lanes} x float> @{_func(lanes)}(<{lanes} x float> %acc, <{lanes} x i32> %w, i32 %x) #0 {{
   %wv = bitcast <{lanes} x i32> %w to <{2 * lanes} x bfloat>

@@ -52,10 +52,7 @@ class PoolSpec:
         return (self.n, self.c, self.oh, self.ow)
 
     def to_json(self) -> str:
-        d = asdict(self)
-        if d["dtype"] == "float32":  # float32 kernels keep the keys their tuning records were made with
-            d.pop("dtype")
-        return json.dumps(d, sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 def compute(spec: PoolSpec):

@@ -420,9 +420,14 @@ def _dense_match(graph: Graph, i: int) -> dict[str, Any] | None:
     x, w = b.value.args
     xs, wv = shape_of(x), const_through(graph, w)
     dt = None if xs is None else str(x.ty.dtype)
-    if xs is None or len(xs) != 2 or wv is None or wv.ndim != 2 or str(wv.dtype) != dt:
+    used, wdt = [i], ""
+    if wv is None and type(w).__name__ in ("Var", "DataflowVar") and op_name(graph.value(w)) == "relax.astype":
+        wv = const_of(graph.value(w).args[0])  # a weight stored in another type (ReducePrecision)
+        if wv is not None:
+            used, wdt = [graph.producer[w], i], str(wv.dtype)
+    if xs is None or len(xs) != 2 or wv is None or wv.ndim != 2 or (str(wv.dtype) != dt and not wdt):
         return None
-    used, last, bias = [i], i, None
+    last, bias = i, None
     users = graph.users.get(b.var, [])
     if len(users) == 1 and users[0] < len(graph.bindings):
         add = graph.bindings[users[0]].value
@@ -430,10 +435,12 @@ def _dense_match(graph: Graph, i: int) -> dict[str, Any] | None:
             c = const_through(graph, add.args[1])
             if c is not None and c.size == wv.shape[1]:
                 bias, used, last = c.reshape(-1), used + [users[0]], users[0]
+    out_dt = str(getattr(graph.bindings[last].var.ty, "dtype", dt))
     return {"x": x, "w": wv, "bias": bias, "used": used, "last": last,
             # the classifier sums over 1024-1280 inputs: float32 even under fp16 arithmetic (one GEMV; a float16
             # sum there made ShuffleNet V2 x1.0's logits 9e-3 of their range off, against 1.2e-3 in float32)
-            "spec": dense.DenseSpec(xs[0], xs[1], wv.shape[1], bias is not None, dtype=dt)}
+            "spec": dense.DenseSpec(xs[0], xs[1], wv.shape[1], bias is not None, dtype=dt,
+                                    out_dtype=out_dt if out_dt != dt else "", weight_dtype=wdt)}
 
 
 def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None) -> Any:
@@ -471,7 +478,7 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             if m["bias"] is not None:
                 args.append(relax.const(pad_rows(m["bias"].astype(m["spec"].acc), mp)))
             gv = _register(bb, func, f"dense_{m['spec'].k}x{m['spec'].m}", "dense", m["spec"].to_json(), knobs)
-            return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), m["spec"].dtype))
+            return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), m["spec"].out_dtype or m["spec"].dtype))
         if i in dense_used:
             return DROP
         out_shape = shape_of(b.var)

@@ -3,8 +3,10 @@
 Runs after the graph rewrites (folded BatchNorm and fused conv chains are computed in float32 first, then
 rounded once). Every fused conv kernel gets the stored and computed dtypes in its spec and its weights cast;
 every other op sees its float constants cast, so type inference carries the stored dtype through it. A
-first dense conv (the stem) reads the float32 image with float32 weights and stores its output reduced; any
-other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
+first dense conv (the stem) reads the float32 image with float32 weights and stores its output reduced, and
+depthwise convs that compute in float32 keep float32 weights (``ConvSpec.weight_dtype``). A matmul by a
+constant keeps a float16 weight under bf16 storage, and the one that makes the logits writes them in float32
+(:func:`_matmul`). Any other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
 """
 
 from __future__ import annotations
@@ -37,6 +39,40 @@ def _cast_const(expr: Any, dtype: str) -> Any:
     return relax.const(value.astype(np_dtype(dtype)), dtype)
 
 
+def _logit_matmuls(graph: Graph) -> set[int]:
+    """Bindings of the matmuls whose result is a function output, directly or through one add of a constant."""
+    from .graph import op_name
+
+    found = set()
+    for i, b in enumerate(graph.bindings):
+        if op_name(b.value) != "relax.matmul" or const_of(b.value.args[1]) is None:
+            continue
+        users = graph.users.get(b.var, [])
+        last = b
+        if len(users) == 1 and users[0] < len(graph.bindings):
+            u = graph.bindings[users[0]]
+            if op_name(u.value) == "relax.add" and const_of(u.value.args[1]) is not None:
+                last = u
+        if type(last.var).__name__ == "Var":
+            found.add(i)
+    return found
+
+
+def _matmul(bb: Any, call: Any, storage: str, acc: str, logits: bool) -> Any:
+    """A matmul by a constant (a classifier, MobileNet V3's last hidden layer): the logits written in float32, as
+    the classifier sums them (OpenVINO writes its last FullyConnected's output in float32 too; rounding the
+    logits was about a quarter of a bf16 network's error), and under bf16 storage the weight kept in float16.
+    A GEMV's time is its weight's bytes, which float16 keeps, and its mantissa is 3 bits longer (the weights of
+    the last layers were half of MobileNet V3 small's error); the dense kernel widens it with ``vcvtph2ps``."""
+    from tvm import relax
+
+    w = const_of(call.args[1])
+    weight = _cast_const(call.args[1], storage)
+    if storage == "bfloat16" and acc == "float32" and float(np.abs(w).max()) < 6e4:  # within float16's range
+        weight = bb.emit(relax.op.astype(relax.const(w.astype(np.float16), "float16"), storage))
+    return relax.op.matmul(call.args[0], weight, out_dtype="float32" if logits else storage)
+
+
 def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
     """Return ``mod`` storing tensors as ``storage`` and computing convolutions in ``acc``."""
     from tvm import relax
@@ -48,6 +84,7 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
         raise ValueError("reduced precision needs a network of one dataflow block")
 
     uncast: dict[Any, Any] = {}  # the cast input -> the float32 parameter
+    logits = _logit_matmuls(graph)
 
     def inputs(bb: Any, params: list[Any]) -> dict[Any, Any]:
         made = {p: bb.emit(relax.op.astype(p, storage)) for p in params
@@ -63,18 +100,24 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
             # a conv of the input reads the float32 image and its float32 weights (no rounding of the image, no
             # cast kernel in front, and the stem stays a channel-blocked kernel)
             first = uncast.get(fields[0]) if acc == "float32" and spec.kind == "dense" else None
-            wdt = "float32" if first is not None else storage
+            reduced = spec.with_(dtype=storage, acc=acc, in_dtype="float32" if first is not None else "")
+            wdt = reduced.weight_dtype
             args = [fields[0] if first is None else first, relax.const(const_of(fields[1]).astype(np_dtype(wdt)), wdt)]
             if spec.bias:
                 args.append(relax.const(const_of(fields[2]).astype(np_dtype(acc)), acc))
-            value = add_conv_call(bb, spec.with_(dtype=storage, acc=acc, in_dtype="float32" if first is not None else ""),
-                                  args + fields[3 if spec.bias else 2:])
+            value = add_conv_call(bb, reduced, args + fields[3 if spec.bias else 2:])
         else:
             value = new(b.value)
             if type(value).__name__ == "Call":
-                value = relax.Call(value.op, [_cast_const(a, storage) for a in value.args], value.attrs, value.ty_args)
+                if getattr(value.op, "name", "") == "relax.matmul" and const_of(value.args[1]) is not None:
+                    value = _matmul(bb, value, storage, acc, i in logits)
+                else:  # a constant takes the other operands' dtype: the classifier's bias is added in float32
+                    dts = {str(getattr(a.ty, "dtype", "")) for a in value.args if const_of(a) is None and hasattr(a, "ty")}
+                    value = relax.Call(value.op, [_cast_const(a, "float32" if "float32" in dts else storage)
+                                                  for a in value.args], value.attrs, value.ty_args)
         if type(b.var).__name__ == "Var" and str(getattr(b.var.ty, "dtype", "")) == "float32":  # a function output
-            return relax.op.astype(bb.emit(value), "float32")
+            out = bb.emit(value)
+            return out if str(out.ty.dtype) == "float32" else relax.op.astype(out, "float32")
         return value
 
     return rebuild(mod, rewrite, inputs=inputs)
