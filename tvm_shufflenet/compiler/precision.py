@@ -67,9 +67,10 @@ def _matmul(bb: Any, call: Any, storage: str, acc: str, logits: bool) -> Any:
     from tvm import relax
 
     w = const_of(call.args[1])
-    weight = _cast_const(call.args[1], storage)
     if storage == "bfloat16" and acc == "float32" and float(np.abs(w).max()) < 6e4:  # within float16's range
         weight = bb.emit(relax.op.astype(relax.const(w.astype(np.float16), "float16"), storage))
+    else:
+        weight = _cast_const(call.args[1], storage)
     return relax.op.matmul(call.args[0], weight, out_dtype="float32" if logits else storage)
 
 
