@@ -222,3 +222,65 @@ def test_stem_max_pool_fuses_and_its_output_is_never_placed():
     want = torch.cat([ya, yb], 1).numpy()
     got = run(apply_templates(fold_channel_shuffle(fused), HOST), xv)
     assert np.abs(got - want).max() <= tolerance(want)
+
+
+def _graph(name: str, size: int = 64):
+    from tvm_shufflenet.compiler.pipeline import graph_passes
+
+    return tvm.transform.Sequential(graph_passes())(load_source(name, input_size=size).mod)
+
+
+def _couts(mod, bindings) -> list[int]:
+    from tvm_shufflenet.compiler.fuse_conv import conv_call
+    from tvm_shufflenet.compiler.graph import Graph
+
+    g = Graph(mod["main"])
+    return sorted(conv_call(mod, g.bindings[i].value).cout for i in bindings)
+
+
+@pytest.mark.parametrize("name,want", [("mobilenet_v2", [24, 24]), ("mobilenet_v3_large", [24, 24, 40, 40, 40]),
+                                       ("mobilenet_v3_small", [24, 24, 40, 40, 40]), ("shufflenet_v2_x1_0", []),
+                                       ("shufflenet_v1_g3_x1_0", [])])
+def test_pad_channels_pads_only_tensors_that_1x1_convs_read(name, want):
+    """The block outputs of 24 and 40 channels (read by the next block's 1x1 expansion and its residual add) are
+    padded to 32 and 48; expansions (read by depthwise convs) and ShuffleNets' branch convs (read by depthwise
+    convs, or placed into a concat) are not: a depthwise conv would compute on the zero channels."""
+    from tvm_shufflenet.compiler.pad_channels import padded_tensors
+
+    assert _couts(_graph(name), padded_tensors(_graph(name), 16)) == want
+
+
+def test_pad_channels_only_in_reduced_precision_on_two_block_isas():
+    from tvm_shufflenet.compiler.pipeline import pad_multiple
+    from tvm_shufflenet.precision import Precision
+
+    bf16, fp16 = Precision("bf16", "bfloat16", "float32"), Precision("fp16", "float16", "float16")
+    avx512, avx2 = (tvm.target.Target(FAMILY_TARGETS[k]) for k in ("avx512", "avx2"))
+    assert pad_multiple(avx512, bf16) == 16
+    assert pad_multiple(avx512, None) is None  # float32 keeps its kernels (and the shipped records' keys)
+    assert pad_multiple(avx2, bf16) is None
+    assert pad_multiple(resolve("rpi5").tvm_target(), fp16) is None
+    calls = kernel_calls(lower(load_source("mobilenet_v2", input_size=64).mod, avx512, precision=bf16))  # lowering only
+    assert not [c.name for c in calls if c.category == "data_movement"]
+    assert {c.name.rsplit("_nchw", 1)[1] for c in calls if "_nchw" in c.name} == {"16c"}
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_padded_mobilenets_match_pytorch(name, monkeypatch):
+    """Padded, MobileNet V2 runs 16-channel blocks from the stem to the pool (no 8-lane region, no re-blocking
+    kernel), and both compute what PyTorch does (V3: hswish, SE and residuals on padded tensors). Forced in
+    float32 on any x86 CPU (16- and 8-channel blocks offered, as on AVX-512; bf16 on AVX-512 BF16 pads so)."""
+    from tvm_shufflenet.compiler import pipeline
+    from tvm_shufflenet.schedules import conv2d
+
+    monkeypatch.setattr(conv2d, "block_sizes", lambda fam: [16, 8])
+    monkeypatch.setattr(pipeline, "pad_multiple", lambda target, precision: 16)
+    src = load_source(name, input_size=64)
+    calls = kernel_calls(lower(src.mod, HOST))
+    blocks = {int(c.name.rsplit("_nchw", 1)[1][:-1]) for c in calls if "_nchw" in c.name and "conv" in c.name}
+    if name == "mobilenet_v2":
+        assert not [c.name for c in calls if c.category == "data_movement"] and blocks == {16}, blocks
+    x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype("float32")
+    got = relax.VirtualMachine(compile_module(src.mod, HOST), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = pytorch(name, 64, x)
+    assert got.shape == want.shape and np.abs(got - want).max() <= tolerance(want)
