@@ -52,8 +52,9 @@ def padded_tensors(mod: Any, multiple: int) -> set[int]:
                 if not ok or u >= len(graph.bindings) or not _plain_pointwise(specs.get(u)):
                     ok = False
                     break
-                for k, f in enumerate(_fields(graph, u)):
-                    if f.same_as(var) and not (k == 0 or (specs[u].residual and k == len(_fields(graph, u)) - 1 and u in padded)):
+                fields = _fields(graph, u)
+                for k, f in enumerate(fields):  # as data, or as the residual of a conv padded too
+                    if f.same_as(var) and not (k == 0 or (specs[u].residual and k == len(fields) - 1 and u in padded)):
                         ok = False
             if not ok:
                 padded.discard(i)
