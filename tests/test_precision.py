@@ -58,19 +58,19 @@ def test_bf16_needs_an_avx512_bf16_cpu():
 
 
 def test_float32_kernels_keep_their_record_keys():
-    """The kernels of today find the shipped log's records (made before reduced precision added spec fields:
-    a float32 spec that stopped naming its dtype once left every float32 record unmatched, silently untuned)."""
+    """The kernels of today find the host's shipped log's records (the Zen 4 log was made before reduced precision
+    added spec fields: a float32 spec that stopped naming its dtype once left every float32 record unmatched)."""
     from tvm_shufflenet.compiler.tuning import Records, float32_twin, log_path
     from tvm_shufflenet.precision import for_target
     from tvm_shufflenet.schedules.conv2d import ConvSpec
     from tvm_shufflenet.targets import resolve
     from tvm_shufflenet.tuning.tasks import extract_tasks
 
-    log = json.loads(log_path("x86_64-znver4").read_text())
-    shipped = {**log["measured"], **log["kernels"]}  # measured: every kernel its export timed, tuned or not
     target = resolve("host")
-    if target.key != "x86_64-znver4":
-        pytest.skip("the shipped log's kernels are AVX-512 ones: this host builds others")
+    if not log_path(target.key).exists():  # a family's log serves other CPUs, but their kernels may differ
+        pytest.skip(f"no log shipped for {target.key}: its kernels are another CPU's")
+    log = json.loads(log_path(target.key).read_text())
+    shipped = {**log["measured"], **log["kernels"]}  # measured: every kernel its export timed, tuned or not
     tasks = extract_tasks(["shufflenet_v2_x1_0", "mobilenet_v2"], target, include_fallback=False)
     found = [t.key in shipped for t in tasks]
     assert sum(found) >= 0.9 * len(found), [t.key for t, f in zip(tasks, found) if not f][:3]
