@@ -253,6 +253,9 @@ KNOBS = {
                            "4 machine vectors)"),
     "dense.pool_rows": Knob("dense.pool_rows", "choice", "dense with a fused max pool: pooled rows per task (divisors "
                             "of the pooled height; a task computes the conv rows under them, s*T + k - s)"),
+    "amx.p_tasks": Knob("amx.p_tasks", "choice", "AMX NCHW16c: parallel tasks over the pixels (each repacks its "
+                        "pixels' input once)"),
+    "amx.c_tasks": Knob("amx.c_tasks", "choice", "AMX NCHW16c: parallel tasks over the output channels"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -353,9 +356,22 @@ def padded_cout(spec: ConvSpec, fam: Family) -> int:
 
     Group convs whose groups are whole vectors are not padded: a channel vector then never straddles two
     groups, so its input row is one broadcast (:func:`_group_vectors`)."""
+    if _amx_nchw_eligible(spec, fam):  # AMX: whole 16-row tiles; a group conv's tiles divide its groups instead
+        return padded_rows(spec.cout, 16) if spec.groups == 1 else spec.cout
     if fam.gpu or spec.kind == "depthwise" or spec.block or _group_vectors(spec, fam):
         return spec.cout
     return padded_rows(spec.cout, fam.vector_lanes)
+
+
+def _amx_tile_rows(spec: ConvSpec) -> int:
+    """Output channels per accumulator tile of an NCHW AMX kernel: 16, or in a group conv the most up to 16 that
+    divide a group (ShuffleNet V1 g3's 20 and 40: 10), so a tile never straddles two groups."""
+    return 16 if spec.groups == 1 else max(divisors(spec.cout // spec.groups, 16))
+
+
+def _amx_nchw_eligible(spec: ConvSpec, fam: Family) -> bool:
+    return (fam.amx and not fam.gpu and spec.kind == "pointwise" and not spec.block and spec.dtype == "bfloat16"
+            and spec.acc == "float32" and (spec.cin // spec.groups) % 2 == 0)
 
 
 def _group_vectors(spec: ConvSpec, fam: Family) -> bool:
@@ -395,10 +411,89 @@ def kernel_family(spec: ConvSpec, fam: Family) -> Family:
     return fam
 
 
+def _amx_rows(spec: ConvSpec) -> int:
+    """Accumulator rows of an NCHW16c AMX kernel: the most pixels up to 16 that divide H*W (14 at 14x14)."""
+    return max(divisors(spec.h * spec.w, 16))
+
+
+def amx_geometries(spec: ConvSpec, fam: Family) -> dict[str, Any]:
+    """``{variant: amx.Geometry}`` for a bf16 1x1 conv on a CPU with AMX tiles (:mod:`amx`), else ``{}``: each
+    variant is ``amx{G}x{J}``, G accumulator tiles down the rows by J across the columns. NCHW{16,8}c: rows are
+    pixels, columns 16 output channels; NCHW: rows are 16 output channels, columns pixels."""
+    from .amx import Geometry
+
+    if not (_amx_nchw_eligible(spec, fam) or (fam.amx and bf16_dot(spec, fam) and spec.block in (8, 16)
+                                              and spec.groups == 1)):
+        return {}
+    hw, out = spec.h * spec.w, {}
+    for g, j in ((2, 2), (1, 2), (2, 1), (1, 3), (3, 1), (1, 1)):
+        if spec.block:  # pixels padded to whole pairs of tiles, channels to whole tiles
+            geo = Geometry("blocked8" if spec.block == 8 else "blocked", 16, 16, 32, g, j, amx_kpad(spec) // 32)
+            ok = amx_pixels(spec) % (16 * g) == 0 and amx_cpad(spec) % (16 * j) == 0
+            t = 1
+        else:
+            n, m = _amx_rows(spec), _amx_tile_rows(spec)
+            geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32)
+            cpad = padded_cout(spec, fam)
+            ok = (cpad // spec.groups) % (m * g) == 0 and hw % (n * j) == 0
+            # a task sweeps every channel tile over its pixels: its partial sums are all of them
+            t = _amx_calls(hw // (n * j), 1, cpad * n * j * 4) if ok else 1
+        if geo.fits and ok:
+            out[f"amx{g}x{j}"] = replace(geo, t=t)
+    return out
+
+
+def amx_cpad(spec: ConvSpec) -> int:
+    """Output channels an NCHW{B}c AMX kernel computes: whole 16-channel tiles (72 -> 80; zero weights past
+    ``Cout``, never stored)."""
+    return -(-spec.cout // 16) * 16
+
+
+AMX_PARTIALS = 16384  # bytes of float32 partial sums between a tile call and its epilogue: stays in L1
+
+
+def _amx_calls(tiles: int, others: int, tile_bytes: int) -> int:
+    """Pixel tiles per micro-kernel call: the most whose partial sums stay in L1 while leaving 8 tasks (4 per
+    thread of 2)."""
+    fit = [t for t in divisors(tiles) if (tiles // t) * others >= 8 and t * tile_bytes <= AMX_PARTIALS]
+    return max(fit) if fit else 1
+
+
+def _amx_tasks(calls: int, channel_tiles: int) -> tuple[int, int]:
+    """Default ``(pixel tasks, channel tasks)`` over ``calls`` pixel tiles and ``channel_tiles`` tiles of output
+    channels: pixels first, up to 16 tasks (a pixel task repacks its input once for all its channels; a second
+    channel task repacks it again: 576x96 at 14x14 ran 1.6x slower in 21 tasks than in 7), then channels until
+    there are 4."""
+    pt = max(divisors(calls, 16))
+    ct = 1 if pt >= 4 else next((d for d in divisors(channel_tiles) if pt * d >= 4), channel_tiles)
+    return pt, ct
+
+
+def amx_pixels(spec: ConvSpec) -> int:
+    """Pixels an NCHW16c AMX kernel computes: H*W rounded up to whole pairs of 16-row tiles (49 -> 64), so every
+    tile multiply has all 16 rows and a weight tile serves two of them; the padding never reaches the output."""
+    return -(-spec.h * spec.w // 32) * 32
+
+
+def amx_kpad(spec: ConvSpec) -> int:
+    """Input channels an AMX kernel reduces over: ``Cin/groups`` rounded up to whole 32-channel steps."""
+    return -(-(spec.cin // spec.groups) // 32) * 32
+
+
+def _amx_nchw(spec: ConvSpec, fam: Family) -> bool:
+    return not spec.block and bool(amx_geometries(spec, fam))
+
+
+def _amx_blocked(spec: ConvSpec, fam: Family) -> bool:
+    return bool(spec.block) and bool(amx_geometries(spec, fam))
+
+
 def variants(spec: ConvSpec, fam: Family) -> list[str]:
     """The structural variants of ``spec``'s template (each its own design space when tuning)."""
     if fam.gpu or spec.kind == "depthwise":
         return ["default"]
+    if amx_geometries(spec, fam):  # tile multiplies: 8-40x the multiply-adds per instruction of vdpbf16ps
+        return list(amx_geometries(spec, fam))
     if spec.block or bf16_dot(spec, fam):  # bf16 dot products: the channels variant's register tiles
         return ["channels"]
     if spec.kind == "dense":  # group convs: a channel vector would span groups (a gather per tap)
@@ -410,7 +505,7 @@ def default_variant(spec: ConvSpec, fam: Family) -> str:
     """Channel vectors wherever the variant exists: 1.2-3x the pixel-vector GEMM on every 1x1 conv of the
     zoo measured (7x7 to 112x112 maps, 2 Zen 3 cores), since its input-channel blocks stay in L1."""
     vs = variants(spec, fam)
-    return "channels" if "channels" in vs else vs[0]
+    return "channels" if "channels" in vs else vs[0]  # AMX: the most accumulator tiles first
 
 
 def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, int, int], stride: int, fill: Any,
@@ -441,7 +536,8 @@ def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, i
     return lambda nn, ch, i, j, rh, rw: xp[nn, ch, i * s + rh, rw % s, j + rw // s]
 
 
-def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblock: int = 1, pairs: bool = False):
+def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblock: int = 1, pairs: bool = False,
+            kpad: int = 0):
     """TE tensors ``(inputs, output)`` of ``spec``; inputs are data, weight, [bias], [residual], passthroughs.
 
     With ``flat``, pointwise kernels see data, residual, passthroughs and output as ``(N, C, H*W)`` (the
@@ -449,12 +545,13 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     ``wblock`` (:func:`pack_pointwise_weight`); dense kernels see ``(Cout/B, Cin/groups, KH, KW, B)`` weights
     (:func:`pack_dense_weight`) when ``wblock`` > 1; every other kind, and every kind without ``flat``, sees
     ``(N, C, H, W)`` tensors and OIHW weights. A blocked dense kernel (a stem) reads NCHW data and writes
-    NCHW{B}c.
+    NCHW{B}c. With ``kpad`` (an NCHW AMX kernel, :func:`amx_kpad`), the pairs run to ``kpad`` input channels
+    (zero past ``Cin/groups``) and the weight is ``(Cout, kpad)``.
     """
     from tvm import te, tirx
 
     if spec.block and spec.kind != "dense":
-        return _compute_blocked(spec, pairs)
+        return _compute_blocked(spec, pairs, kpad)
     kind = spec.kind if flat or spec.kind != "pointwise" else "dense"
     cpad = cout_pad or spec.cout
     dt, at = spec.dtype, spec.acc
@@ -492,14 +589,25 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
         inputs[1] = wt
         # the copy holds the bits (uint16): TVM's bf16 legalization would widen a bfloat16 buffer made inside a
         # kernel to float32, and the dot product needs the pairs as stored
-        xp = te.compute((spec.n, spec.groups, cin_g // 2, spec.h * spec.w, 2),
-                        lambda n, g, kp, p, j: tirx.reinterpret("uint16", x[n, in_map(g * cin_g + kp * 2 + j), p]),
-                        name="pairs")
-        k = te.reduce_axis((0, cin_g), name="k")
+        if kpad:
+            wt = te.placeholder((cpad, kpad), dt, name="weight")
+            inputs[1] = wt
+            xp = te.compute((spec.n, spec.groups, kpad // 2, spec.h * spec.w, 2), lambda n, g, kp, p, j: tirx.if_then_else(
+                kp * 2 + j < cin_g, tirx.reinterpret("uint16", x[n, in_map(g * cin_g + te.min(kp * 2 + j, cin_g - 1)), p]),
+                tirx.const(0, "uint16")), name="pairs")
+        else:
+            xp = te.compute((spec.n, spec.groups, cin_g // 2, spec.h * spec.w, 2),
+                            lambda n, g, kp, p, j: tirx.reinterpret("uint16", x[n, in_map(g * cin_g + kp * 2 + j), p]),
+                            name="pairs")
+        k = te.reduce_axis((0, kpad or cin_g), name="k")
+
+        def pair_weight(c: Any, k: Any) -> Any:
+            return wt[c, k] if kpad else wt[c // wblock, k // 2, c % wblock, k % 2]
+
         conv = te.compute(
             (spec.n, cpad, spec.h * spec.w),
             lambda n, c, p: te.sum(cast(tirx.reinterpret(dt, xp[n, c // cout_g if spec.groups > 1 else 0, k // 2, p, k % 2]),
-                                        at) * cast(wt[c // wblock, k // 2, c % wblock, k % 2], at), axis=k),
+                                        at) * cast(pair_weight(c, k), at), axis=k),
             name="conv",
         )
     elif kind == "pointwise":
@@ -659,11 +767,14 @@ def blockable(spec: ConvSpec, fam: Family, block: int | None = None) -> bool:
             and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise" or stem))
 
 
-def _compute_blocked(spec: ConvSpec, pairs: bool = False):
+def _compute_blocked(spec: ConvSpec, pairs: bool = False, kpad: int = 0):
     """NCHW{B}c kernels (:func:`blockable`): every tensor's channels split into blocks of ``B`` innermost, so a
     channel vector is one contiguous load or store (the layout ONNX Runtime's NCHWc kernels use). Pointwise:
     data/residual/output ``(N, C/B, H*W, B)``, weight ``(Cout/B, Cin, B)``; depthwise: ``(N, C/B, H, W, B)``,
-    weight ``(C/B, KH, KW, B)``."""
+    weight ``(C/B, KH, KW, B)``. With ``kpad`` (an AMX kernel), each task first copies its pixels' input into
+    rows of 32 channels (``repack``, ``(N, kpad/32, H*W, 32)`` bf16 bits, zero past ``Cin``, gated by an SE
+    scale), so a tile multiply takes 32 channels a row instead of a block's 16, and the weight is
+    ``(Cout/B, kpad/2, B, 2)``."""
     from tvm import te, tirx
 
     bl, dt, at, n = spec.block, spec.dtype, spec.acc, spec.n
@@ -671,7 +782,9 @@ def _compute_blocked(spec: ConvSpec, pairs: bool = False):
     sp = (spec.h * spec.w,) if pw else (spec.h, spec.w)
     osp = (spec.h * spec.w,) if pw else (spec.oh, spec.ow)
     x = te.placeholder((n, spec.cin // bl, *sp, bl), dt, name="data")
-    if pw and pairs:
+    if pw and pairs and kpad:  # 16-channel weight tiles whatever the data's block
+        wt = te.placeholder((amx_cpad(spec) // 16, kpad // 2, 16, 2), dt, name="weight")
+    elif pw and pairs:
         wt = te.placeholder((spec.cout // bl, spec.cin // 2, bl, 2), dt, name="weight")
     elif pw:
         wt = te.placeholder((spec.cout // bl, spec.cin, bl), dt, name="weight")
@@ -683,6 +796,29 @@ def _compute_blocked(spec: ConvSpec, pairs: bool = False):
     scale = te.placeholder((n, spec.cin), dt, name="scale") if spec.in_scale else None
     inputs += [t for t in (bias, res, scale) if t is not None]
     gated = None
+    if kpad:
+        def bits(nn: Any, kb: Any, p: Any, lane: Any) -> Any:  # whole blocks: a block's lanes are one load
+            kb = te.min(kb, spec.cin // bl - 1)
+            v = x[nn, kb, p, lane]
+            if scale is None:
+                return tirx.reinterpret("uint16", v)
+            return _bf16_bits(cast(v, at) * cast(scale[nn, kb * bl + lane], at))
+
+        # (N, kpad/32, H*W, 32/B, B): the same memory as rows of 32 channels
+        hw, nb = spec.h * spec.w, 32 // bl
+        packed = te.compute((n, kpad // 32, amx_pixels(spec), nb, bl), lambda nn, kb, p, h, lane: tirx.if_then_else(
+            tirx.all(kb * nb + h < spec.cin // bl, p < hw), bits(nn, kb * nb + h, te.min(p, hw - 1), lane),
+            tirx.const(0, "uint16")), name="repack")
+        k = te.reduce_axis((0, kpad), name="k")
+        conv = te.compute((n, amx_cpad(spec), amx_pixels(spec)), lambda nn, c, p: te.sum(
+            cast(tirx.reinterpret(dt, packed[nn, k // 32, p, k % 32 // bl, k % bl]), at)
+            * cast(wt[c // 16, k // 2, c % 16, k % 2], at), axis=k), name="conv")
+
+        def out_amx(nn: Any, cb: Any, p: Any, b: Any) -> Any:
+            return _epilogue(spec, conv[nn, cb * bl + b, p], None if bias is None else bias[cb * bl + b],
+                             None if res is None else res[nn, cb, p, b])
+
+        return inputs, te.compute((n, spec.cout // bl, spec.h * spec.w, bl), out_amx, name="out")
     if pw and pairs and scale is not None:  # the gate applied to the task's input chunk first, kept as bf16 bits
         gated = te.compute((n, spec.cin // bl, spec.h * spec.w, bl), lambda nn, kb, p, b: _bf16_bits(
             cast(x[nn, kb, p, b], at) * cast(scale[nn, kb * bl + b], at)), name="pairs")
@@ -731,6 +867,16 @@ def pack_weight(spec: ConvSpec, w: Any, cpad: int, fam: Family) -> Any:
     """The OIHW weight ``w`` of ``spec`` laid out as its kernel on ``fam`` reads it (``cpad`` rows, see
     :func:`padded_cout`; a blocked kernel's block is ``spec.block``)."""
     block = spec.block or weight_block(kernel_family(spec, fam))
+    if _amx_nchw(spec, kernel_family(spec, fam)):  # (Cout, kpad): a tile's rows are output channels
+        import numpy as np
+
+        full = pad_rows(np.asarray(w).reshape(w.shape[0], -1), cpad)
+        return np.pad(full, ((0, 0), (0, amx_kpad(spec) - full.shape[1])))
+    if _amx_blocked(spec, kernel_family(spec, fam)):  # pairs over input channels padded to whole steps
+        import numpy as np
+
+        w = np.asarray(w).reshape(w.shape[0], -1)
+        return pack_pairs_weight(np.pad(w, ((0, 0), (0, amx_kpad(spec) - w.shape[1]))), amx_cpad(spec), 16)
     if bf16_dot(spec, kernel_family(spec, fam)):
         return pack_pairs_weight(w, cpad, block)
     if spec.kind == "pointwise":
@@ -841,7 +987,78 @@ def _channels_defaults(spec: ConvSpec, fam: Family, cpad: int, cands: dict[str, 
     return {"pw.c_vectors": cv, "pw.k_block": kb, "pw.pixels": [hw // (m * pp), m, pp]}
 
 
+def _schedule_amx(sch: Any, spec: ConvSpec, fam: Family, decide: Decider, variant: str) -> None:
+    """NCHW16c bf16 1x1 conv on AMX tiles: a task's pixel tiles x a tile of output-channel blocks, each
+    accumulated over all input channels in tile registers (:mod:`amx`), then the epilogue per task."""
+    from .amx import llvm_ir, register
+
+    geo = amx_geometries(spec, fam)[variant]
+    if geo.layout == "nchw":
+        return _schedule_amx_nchw(sch, spec, geo, decide)
+    conv = sch.get_sblock("conv")
+    epi = sch.get_sblock("out")
+    n, c, p, k = sch.get_loops(conv)
+    calls, channel_tiles = amx_pixels(spec) // geo.rows, amx_cpad(spec) // geo.cols
+    p_dflt, c_dflt = _amx_tasks(calls, channel_tiles)
+    p_tasks = decide.choose(KNOBS["amx.p_tasks"], divisors(calls), p_dflt)
+    c_tasks = decide.choose(KNOBS["amx.c_tasks"], divisors(channel_tiles), c_dflt)
+    ct, co, cl = sch.split(c, [c_tasks, None, geo.cols])
+    pt, pc, pi = sch.split(p, [p_tasks, None, geo.rows])
+    sch.reorder(n, ct, pt, pc, co, pi, cl, k)
+    outer = sch.fuse(n, ct, pt)
+    sch.parallel(outer)
+    # a call's pixels repacked once for every channel tile, and its epilogue on partial sums still in L1
+    packed = sch.get_sblock("repack")
+    sch.compute_at(packed, pc, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(packed)[-1])
+    sch.reverse_compute_at(epi, co, preserve_unit_loops=True)
+    sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
+    init = sch.decompose_reduction(conv, pi)
+    sch.tensorize(pi, register(geo))
+    sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
+    _vectorize_innermost(sch, init, co)
+    _vectorize_innermost(sch, epi, co)
+
+
+def _schedule_amx_nchw(sch: Any, spec: ConvSpec, geo: Any, decide: Decider) -> None:
+    """NCHW bf16 1x1 conv on AMX tiles: tasks are chunks of pixels; each pairs its input rows once, then sweeps
+    every output-channel tile over them; the epilogue (and a placed output's copy) per task."""
+    from .amx import llvm_ir, register
+
+    conv = sch.get_sblock("conv")
+    epi = sch.get_sblock("epilogue" if spec.placement else "out")
+    n, c, p, k = sch.get_loops(conv)
+    co, ci = sch.split(c, [None, geo.rows])
+    pc, pi = sch.split(p, [None, geo.cols])
+    sch.reorder(n, pc, co, ci, pi, k)
+    outer = sch.fuse(n, pc)
+    sch.parallel(outer)
+    sch.reverse_compute_at(epi, outer, preserve_unit_loops=True)
+    packed = sch.get_sblock("pairs")
+    sch.compute_at(packed, outer, preserve_unit_loops=True)
+    sch.unroll(sch.get_loops(packed)[-1])
+    init = sch.decompose_reduction(conv, ci)
+    sch.tensorize(ci, register(geo))
+    sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
+    _vectorize_innermost(sch, init, outer)
+    tiled = tiled_placement(spec)
+    if tiled:  # the parts copied in each task right after its epilogue
+        out = sch.get_sblock("out")
+        sch.reverse_compute_at(out, outer, preserve_unit_loops=True)
+        loops = sch.get_loops(out)
+        sch.unroll(loops[-2] if tiled[0] == "interleaved" else loops[-3])
+        _, pv = sch.split(loops[-1], [None, geo.n])
+        sch.vectorize(pv)
+    elif spec.placement:
+        _schedule_placement(sch, 16)
+    eloops = sch.get_loops(epi)
+    _, ev = sch.split(eloops[-1], [None, geo.n])
+    sch.vectorize(ev)
+
+
 def _schedule_pointwise(sch: Any, spec: ConvSpec, fam: Family, cpad: int, decide: Decider, variant: str) -> None:
+    if variant.startswith("amx"):
+        return _schedule_amx(sch, spec, fam, decide, variant)
     lanes = fam.vector_lanes
     conv = sch.get_sblock("conv")
     epi = sch.get_sblock("epilogue" if spec.placement else "out")
@@ -1158,7 +1375,8 @@ def workload(spec: ConvSpec, target: Any):
 
     fam = kernel_family(spec, family_of(target, spec.acc))
     cpad = padded_cout(spec, fam)
-    inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam))
+    inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam) or bool(amx_geometries(spec, fam)),
+                          kpad=amx_kpad(spec) if amx_geometries(spec, fam) else 0)
     return te.create_prim_func([*inputs, out]), cpad
 
 

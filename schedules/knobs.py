@@ -20,7 +20,7 @@ Python values from a knob's answer: everything derived from it goes through the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 __all__ = ["GPU_THREADS", "Knob", "Family", "family_of", "Decider", "DefaultDecider", "FixedDecider",
@@ -53,6 +53,7 @@ class Family:
     vector_registers: int
     gpu: bool = False
     threads: int = 0  # CPU worker threads the defaults assume (0: the runtime's choice)
+    amx: bool = False  # AMX bf16 tiles (Sapphire Rapids and later): bf16 1x1 convs as tile multiplies
 
 
 _FAMILIES = {
@@ -92,7 +93,9 @@ def _family_of(target: Any) -> Family:
     if triple.startswith("arm"):
         return _FAMILIES["arm-neon32"]
     if mcpu.startswith(_AVX512_CPUS) or "+avx512f" in mattr:
-        return _FAMILIES["x86-avx512"]
+        from .amx import has_amx
+
+        return replace(_FAMILIES["x86-avx512"], amx=True) if has_amx(mcpu, mattr) else _FAMILIES["x86-avx512"]
     if mcpu.startswith(_AVX2_CPUS) or "+avx2" in mattr:
         return _FAMILIES["x86-avx2"]
     return _FAMILIES["x86"]

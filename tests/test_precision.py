@@ -26,6 +26,17 @@ def _cpu_flags() -> set[str]:
 
 HAS_BF16 = "avx512_bf16" in _cpu_flags()
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX-512 BF16")
+HAS_AMX = "amx_bf16" in _cpu_flags()
+needs_amx = pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX bf16 tiles")
+
+
+def _dot_target():
+    """The host without its AMX tiles (if it has them): the target on which bf16 1x1 convs use vdpbf16ps."""
+    import tvm
+
+    t = dict(resolve("host").target)
+    t["mattr"] = [a for a in t.get("mattr", []) if "amx" not in a]
+    return tvm.target.Target(t)
 
 
 @pytest.mark.parametrize("name,ok", [("rpi5", True), ("rk3588", True), ("jetson-orin-cpu", True), ("rpi4", False),
@@ -99,7 +110,7 @@ def test_bf16_dot_kernel_against_numpy(block, knobs):
     from tvm_shufflenet.schedules import conv2d
     from tvm_shufflenet.schedules.knobs import DefaultDecider, FixedDecider, family_of
 
-    target = resolve("host").tvm_target()
+    target = _dot_target()
     cin, cout, hw = 96, 48, 7
     spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, act="relu", dtype="bfloat16", block=block)
     assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, family_of(target)))
@@ -132,7 +143,7 @@ def test_bf16_dot_gated_kernel_against_numpy(block):
     from tvm_shufflenet.schedules import conv2d
     from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
 
-    target = resolve("host").tvm_target()
+    target = _dot_target()
     fam = family_of(target)
     cin, cout, hw = 96, 48, 7
     spec = conv2d.ConvSpec(1, cin, cin, hw, hw, cout, 1, 1, dtype="bfloat16", block=block, in_scale=True)
@@ -168,7 +179,7 @@ def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):
     from tvm_shufflenet.schedules import conv2d
     from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
 
-    target = resolve("host").tvm_target()
+    target = _dot_target()
     fam = family_of(target)
     in_map = conv2d.ChannelMap(cin, 2, 0, 1) if shuffled else None  # channel c reads source channel 2c + 1
     src = 2 * cin if shuffled else cin
@@ -190,6 +201,98 @@ def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):
                                      xs[:, g * cin_g:(g + 1) * cin_g]) for g in range(groups)], axis=1)
     want = np.maximum(want + b[None, :, None], 0)
     assert np.abs(out.numpy().astype("float32") - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
+
+
+def _amx_case(layout: str, cin: int, cout: int, hw: int, shuffled: bool = False, groups: int = 1):
+    """A bf16 1x1 conv of ``layout`` (``blocked``: NCHW16c, ``blocked8``: NCHW8c, ``nchw``) and numpy's answer
+    on the bf16 operands."""
+    import ml_dtypes
+
+    from tvm_shufflenet.schedules import conv2d
+
+    block = {"blocked": 16, "blocked8": 8}.get(layout, 0)
+    in_map = conv2d.ChannelMap(cin, 2, 0, 1) if shuffled else None
+    src = 2 * cin if shuffled else cin
+    spec = conv2d.ConvSpec(1, cin, src, hw, hw, cout, 1, 1, groups=groups, act="relu", in_map=in_map,
+                           dtype="bfloat16", block=block)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, src, hw * hw)).astype(ml_dtypes.bfloat16)
+    w = (0.1 * rng.standard_normal((cout, cin // groups, 1, 1))).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(cout).astype("float32")
+    xs = x.astype("float32")[:, 1::2] if shuffled else x.astype("float32")
+    cin_g, cout_g = cin // groups, cout // groups
+    want = np.concatenate([np.einsum("oi,nip->nop", w[g * cout_g:(g + 1) * cout_g, :, 0, 0].astype("float32"),
+                                     xs[:, g * cin_g:(g + 1) * cin_g]) for g in range(groups)], axis=1)
+    want = np.maximum(want + b[None, :, None], 0)
+    return spec, x, w, b, want
+
+
+SAPPHIRE_RAPIDS = '{"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"}'
+
+
+@pytest.mark.parametrize("layout,cin,cout,hw,variants", [
+    ("blocked", 144, 32, 56, ["amx2x2", "amx1x2", "amx2x1", "amx1x1"]),
+    ("blocked", 96, 48, 14, ["amx2x1", "amx1x3", "amx1x1"]),  # 14 rows a tile: 196 = 14 x 14
+    ("nchw", 58, 58, 28, ["amx2x1", "amx1x1"]),  # 58 input channels: two 32-channel steps, the rest zero
+    ("nchw", 232, 464, 7, ["amx2x1", "amx3x1", "amx1x1"])])
+def test_amx_kernels_on_an_amx_target(layout, cin, cout, hw, variants):
+    """On a CPU with AMX tiles a bf16 1x1 conv offers the tile variants only (each a design space), and its code is
+    tile multiplies after a tile configuration; a CPU without them keeps vdpbf16ps. Compiled, not run: any x86
+    machine checks this."""
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
+
+    spec = _amx_case(layout, cin, cout, hw)[0]
+    target = resolve(SAPPHIRE_RAPIDS).tvm_target()
+    fam = conv2d.kernel_family(spec, family_of(target))
+    assert fam.amx and conv2d.variants(spec, fam) == variants
+    asm = tvm.compile(tvm.IRModule({"main": conv2d.kernel(spec, target, DefaultDecider())[0]}),
+                      target=target).mod.inspect_source("asm")
+    assert asm.count("tdpbf16ps") > 0 and "ldtilecfg" in asm and "vdpbf16ps" not in asm
+    znver4 = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})
+    assert not family_of(znver4).amx and "channels" in conv2d.variants(spec, conv2d.kernel_family(spec, family_of(znver4)))
+
+
+@needs_amx
+@pytest.mark.parametrize("layout,cin,cout,hw,shuffled,groups,variant", [
+    ("blocked", 144, 32, 56, False, 1, "amx2x2"), ("blocked", 96, 48, 14, False, 1, "amx1x3"),
+    ("blocked", 160, 96, 7, False, 1, "amx1x2"), ("blocked8", 40, 120, 28, False, 1, "amx2x1"),
+    ("blocked8", 184, 72, 14, False, 1, "amx1x1"), ("nchw", 58, 58, 28, True, 1, "amx2x1"),
+    ("nchw", 116, 116, 14, True, 1, "amx2x2"), ("nchw", 232, 464, 7, False, 1, "amx3x1"),
+    ("nchw", 24, 40, 9, False, 1, "amx1x1"), ("nchw", 240, 60, 28, True, 3, "amx2x1"),
+    ("nchw", 120, 480, 14, False, 3, "amx2x2")])
+def test_amx_kernel_against_numpy(layout, cin, cout, hw, shuffled, groups, variant):
+    """The AMX tile kernels on this CPU: the conv of bf16 operands summed in f32, as numpy sums them, up to the
+    output's rounding to bf16. Blocked kernels pad pixels to whole tile pairs and channels to whole tiles (NCHW8c:
+    72 -> 80); an NCHW kernel reads through a channel map (the shuffle), pads its 32-channel steps with zeros and
+    never stores rows past Cout; a group conv (ShuffleNet V1 g3's 20-channel groups: tiles of 10 rows) pairs each
+    group's input."""
+    import ml_dtypes
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import FixedDecider, family_of
+
+    target = resolve("host").tvm_target()
+    spec, x, w, b, want = _amx_case(layout, cin, cout, hw, shuffled, groups)
+    fam = family_of(target)
+    func, cpad, knobs = conv2d.kernel(spec, target, FixedDecider({"pw.axis": variant}))
+    assert knobs["pw.axis"] == variant
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    wt = tvm.runtime.tensor(conv2d.pack_weight(spec, w, cpad, fam))
+    if spec.block:
+        bl = spec.block
+        xb = np.ascontiguousarray(x.reshape(1, cin // bl, bl, hw * hw).transpose(0, 1, 3, 2))
+        out = tvm.runtime.tensor(np.zeros((1, cout // bl, hw * hw, bl), ml_dtypes.bfloat16))
+        ex(tvm.runtime.tensor(xb), wt, tvm.runtime.tensor(b), out)
+        got = out.numpy().astype("float32").transpose(0, 1, 3, 2).reshape(1, cout, -1)
+    else:
+        out = tvm.runtime.tensor(np.zeros((1, cout, hw * hw), ml_dtypes.bfloat16))
+        ex(tvm.runtime.tensor(x), wt, tvm.runtime.tensor(conv2d.pad_rows(b, cpad)), out)
+        got = out.numpy().astype("float32")
+    assert np.abs(got - want).max() <= 2 ** -8 * np.abs(want).max() + 1e-6
 
 
 @needs_bf16

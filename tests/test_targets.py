@@ -82,3 +82,21 @@ def test_cuda_library_embeds_kernels(tmp_path):
     # the device module travels inside the host library: CUDA C kernels for NVRTC and their launch names
     assert b"__global__" in data and b"blockIdx" in data
     assert data.count(b"_kernel") >= 10
+
+
+def test_host_gains_the_features_its_llvm_name_hides(monkeypatch):
+    """LLVM names the host CPU by its model number; a hypervisor may report another model's (a Sapphire Rapids
+    seen as ``rocketlake``): the features /proc/cpuinfo lists and the named CPU lacks are added, so bf16 and AMX
+    are offered where the hardware has them, and nothing is added for a name that has them already."""
+    from tvm_shufflenet import precision, targets
+
+    flags = {"avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx512_vnni"}
+    monkeypatch.setattr(targets, "_cpu_flags", lambda: flags)
+    extra = targets._missing_features("rocketlake")
+    assert {"+avx512bf16", "+amx-tile", "+amx-bf16"} <= set(extra) and "+avx512vnni" not in extra
+    assert targets._missing_features("sapphirerapids") == []
+    spec = targets.TargetSpec("host", "x86_64-rocketlake", {"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                                                           "mcpu": "rocketlake", "mattr": extra}, None, "x86_64", None, None)
+    assert "bf16" in precision.supported(spec)
+    monkeypatch.setattr(targets, "_cpu_flags", lambda: {"avx512f"})
+    assert targets._missing_features("rocketlake") == []

@@ -125,7 +125,43 @@ def _host() -> TargetSpec:
     triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}.get(machine)
     if triple is None:
         raise TargetError(f"--target host is not supported on {machine}; pass a TVM target as JSON")
-    return _cpu_target("host", f"{machine}-{cpu}", triple, cpu)
+    spec = _cpu_target("host", f"{machine}-{cpu}", triple, cpu)
+    extra = _missing_features(cpu) if machine == "x86_64" else []
+    if extra:
+        spec = TargetSpec(spec.name, spec.key, {**spec.target, "mattr": extra}, spec.host, spec.elf_machine,
+                          spec.cross_compiler, spec.debian_package)
+    return spec
+
+
+# /proc/cpuinfo flag -> LLVM feature, for the features our templates use or that decide a precision.
+_X86_FLAGS = {"avx512_bf16": "avx512bf16", "avx512_fp16": "avx512fp16", "avx512_vnni": "avx512vnni",
+              "amx_tile": "amx-tile", "amx_bf16": "amx-bf16", "amx_int8": "amx-int8"}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _missing_features(cpu: str) -> list[str]:
+    """``+feature`` for what this CPU has but LLVM's name for it lacks.
+
+    LLVM names the host CPU by its family and model numbers; a hypervisor may report another model's (a Sapphire
+    Rapids seen here as ``rocketlake``), and the named CPU's features then hide the real ones (AVX-512 BF16)."""
+    import tvm
+    from tvm.target import codegen
+
+    present = [feat for flag, feat in _X86_FLAGS.items() if flag in _cpu_flags()]
+    if not present:
+        return []
+    named = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu})
+    return [f"+{feat}" for feat in present if not codegen.llvm_cpu_has_features(feat, named)]
 
 
 def _cuda(arch: str | None, host_triple: str = "x86_64-linux-gnu") -> TargetSpec:
