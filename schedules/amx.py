@@ -38,8 +38,10 @@ def has_amx(mcpu: str, mattr: str) -> bool:
 
 @dataclass(frozen=True)
 class Geometry:
-    """One micro-kernel: ``g x j`` accumulator tiles of ``m`` rows by ``n`` float32 columns; ``k`` bf16 input
-    channels a step (16 or 32), ``steps`` steps; ``layout`` ``blocked`` (NCHW16c) or ``nchw``."""
+    """One micro-kernel call: a grid of ``r x c`` blocks, each ``g x j`` accumulator tiles of ``m`` rows by ``n``
+    float32 columns, every block accumulated over ``steps`` steps of ``k`` bf16 input channels (32). ``layout``:
+    ``blocked`` / ``blocked8`` (NCHW16c / NCHW8c data: rows are pixels) or ``nchw`` (rows are output channels,
+    ``rpg`` row blocks to a group of a group conv: its input pairs change with the group)."""
 
     layout: str
     m: int
@@ -48,21 +50,23 @@ class Geometry:
     g: int
     j: int
     steps: int
-    t: int = 1  # pixel tiles of ``g x j`` per call, one after another (a call configures the tiles once)
+    r: int = 1
+    c: int = 1
+    rpg: int = 0  # row blocks per group (0: one group)
 
     @property
     def name(self) -> str:
         return (f"tvm_shufflenet_amx_{self.layout}_m{self.m}n{self.n}k{self.k}_g{self.g}j{self.j}_s{self.steps}"
-                f"_t{self.t}")
+                f"_r{self.r}c{self.c}p{self.rpg}")
 
     @property
     def rows(self) -> int:
-        """The accumulator rows of one call: pixels (blocked, ``t`` tiles of them) or output channels (nchw)."""
-        return self.m * self.g * (1 if self.layout == "nchw" else self.t)
+        """The accumulator rows of one call."""
+        return self.m * self.g * self.r
 
     @property
     def cols(self) -> int:
-        return self.n * self.j * (self.t if self.layout == "nchw" else 1)
+        return self.n * self.j * self.c
 
     @property
     def fits(self) -> bool:
@@ -94,6 +98,7 @@ done:
 }
 declare void @llvm.x86.ldtilecfg(ptr)
 declare void @llvm.x86.sttilecfg(ptr)
+declare void @llvm.x86.tilezero(i8 immarg)
 declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
 declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
 declare void @llvm.x86.tdpbf16ps(i8 immarg, i8 immarg, i8 immarg)
@@ -122,10 +127,12 @@ def _offset(lines: list[str], name: str, terms: list[tuple[str, int]]) -> str:
 
 
 def _func(geo: Geometry) -> str:
-    """``void F(c, c_row, c_g, c_j, c_t, a, a_row, a_g, a_k, a_t, b, b_row, b_j, b_k, b_t)``, strides in bytes
-    (``_t``: from one of the ``t`` pixel tiles to the next): for each, loads the accumulators from ``c``, adds
-    ``steps`` steps of products and stores them back; configures the tiles if they are not (the configuration
-    stays: the next call on this thread, and any other AMX code, compares or loads its own)."""
+    """``void F(c, c_row, c_g, c_j, c_r, c_c, a, ..., b, ...)``, strides in bytes (``_row`` between a tile's rows,
+    ``_g``/``_j`` between tiles of a block, ``_k`` between steps, ``_r``/``_c`` between the call's row and
+    column blocks; B moves by ``b_r`` per group of row blocks): for each block, loads the accumulators from
+    ``c``, adds ``steps`` steps of products and stores them back. It configures the tiles once, if the thread's
+    configuration is not already its own (ldtilecfg costs about a 16x16x512 product; sttilecfg, the check, a
+    fraction), and leaves it: the next call on this thread, and any other AMX code, compares or loads its own."""
     acc, a_t, b_t = geo.tiles()
     shapes: dict[int, tuple[int, int]] = {}  # tile -> (rows, bytes per row)
     for t, _, _ in acc:
@@ -148,15 +155,19 @@ def _func(geo: Geometry) -> str:
               "  %diff = icmp ne <8 x i64> %want, %have",
               "  %dbits = bitcast <8 x i1> %diff to i8", "  %same = icmp eq i8 %dbits, 0",
               "  br i1 %same, label %ready, label %load", "load:", "  call void @llvm.x86.ldtilecfg(ptr %cfg)",
-              "  br label %ready", "ready:",
-              "  br label %tile", "tile:", "  %u = phi i64 [ 0, %ready ], [ %u1, %stored ]",
-              "  %ct = mul i64 %u, %c_t", "  %at = mul i64 %u, %a_t", "  %bt = mul i64 %u, %b_t",
+              "  br label %ready", "ready:", "  br label %rowblk",
+              "rowblk:", "  %u = phi i64 [ 0, %ready ], [ %u1, %rowdone ]",
+              f"  %grp = udiv i64 %u, {geo.rpg or geo.r}",
+              "  %cr = mul i64 %u, %c_r", "  %ar = mul i64 %u, %a_r", "  %br = mul i64 %grp, %b_r",
+              "  br label %tile",
+              "tile:", "  %v = phi i64 [ 0, %rowblk ], [ %v1, %stored ]",
+              "  %cc = mul i64 %v, %c_c", "  %bc = mul i64 %v, %b_c", "  %ac = mul i64 %v, %a_c",
+              "  %ct = add i64 %cr, %cc", "  %at = add i64 %ar, %ac", "  %bt = add i64 %br, %bc",
               "  %c = getelementptr i8, ptr %c0, i64 %ct", "  %a = getelementptr i8, ptr %a0, i64 %at",
               "  %b = getelementptr i8, ptr %b0, i64 %bt"]
-    for t, gi, ji in acc:
+    for t, gi, ji in acc:  # the reduction starts here: accumulators from zero, no partial sums to read
         off = _offset(lines, f"co{t}", [("%c_g", gi), ("%c_j", ji)])
-        lines += [f"  %cp{t} = getelementptr i8, ptr %c, i64 {off}",
-                  f"  call void @llvm.x86.tileloadd64(i8 {t}, ptr %cp{t}, i64 %c_row)"]
+        lines += [f"  %cp{t} = getelementptr i8, ptr %c, i64 {off}", f"  call void @llvm.x86.tilezero(i8 {t})"]
     steps = ["  br label %loop", "loop:", "  %s = phi i64 [ 0, %tile ], [ %s1, %loop ]"]
     body: list[str] = []
     for gi, t in enumerate(a_t):
@@ -174,12 +185,14 @@ def _func(geo: Geometry) -> str:
               "  br i1 %more, label %loop, label %stored", "stored:"]
     for t, _, _ in acc:
         lines.append(f"  call void @llvm.x86.tilestored64(i8 {t}, ptr %cp{t}, i64 %c_row)")
-    lines += ["  %u1 = add i64 %u, 1", f"  %again = icmp ult i64 %u1, {geo.t}",
-              "  br i1 %again, label %tile, label %exit", "exit:", "  ret void"]
+    lines += ["  %v1 = add i64 %v, 1", f"  %again = icmp ult i64 %v1, {geo.c}",
+              "  br i1 %again, label %tile, label %rowdone", "rowdone:",
+              "  %u1 = add i64 %u, 1", f"  %more_rows = icmp ult i64 %u1, {geo.r}",
+              "  br i1 %more_rows, label %rowblk, label %exit", "exit:", "  ret void"]
     args = ", ".join(f"{ty} %{n}" for ty, n in [
-        ("ptr", "c0"), ("i64", "c_row"), ("i64", "c_g"), ("i64", "c_j"), ("i64", "c_t"),
-        ("ptr", "a0"), ("i64", "a_row"), ("i64", "a_g"), ("i64", "a_k"), ("i64", "a_t"),
-        ("ptr", "b0"), ("i64", "b_row"), ("i64", "b_j"), ("i64", "b_k"), ("i64", "b_t")])
+        ("ptr", "c0"), ("i64", "c_row"), ("i64", "c_g"), ("i64", "c_j"), ("i64", "c_r"), ("i64", "c_c"),
+        ("ptr", "a0"), ("i64", "a_row"), ("i64", "a_g"), ("i64", "a_k"), ("i64", "a_r"), ("i64", "a_c"),
+        ("ptr", "b0"), ("i64", "b_row"), ("i64", "b_j"), ("i64", "b_k"), ("i64", "b_r"), ("i64", "b_c")])
     text = "\n".join(lines)
     return f"define internal void @{geo.name}({args}) #7 {{\nentry:\n{text}\n}}\n"
 
@@ -193,7 +206,8 @@ _registered: set[str] = set()
 
 
 def register(geo: Geometry) -> str:
-    """Register ``geo``'s tensor intrinsic with TVM (once per process) and return its name.
+    """Register ``geo``'s tensor intrinsic with TVM (once per process) and return its name: the whole reduction
+    of a conv block, its init included (the accumulators start as zero tiles, no partial sums in memory).
 
     ``blocked``: ``C[P, Co] += data[K/16, P, 16] . weight[Co/16, K/2, 16, 2]`` (the NCHW16c conv's partial sums
     pixel-major); ``nchw``: ``C[Co, P] += weight[Co, K] . pairs[K/2, P, 2]`` (the pairs as uint16 bits)."""
@@ -221,11 +235,15 @@ def register(geo: Geometry) -> str:
             B = T.match_buffer(b, b_shape, "bfloat16", offset_factor=1)
             C = T.match_buffer(c, c_shape, "float32", offset_factor=1)
             with T.sblock("root"):
-                T.reads(C[0:rows, 0:cols], A[0:kk // 32, 0:rows, 0:32 // bl, 0:bl], B[0:cols // 16, 0:kk // 2, 0:16, 0:2])
+                T.reads(A[0:kk // 32, 0:rows, 0:32 // bl, 0:bl], B[0:cols // 16, 0:kk // 2, 0:16, 0:2])
                 T.writes(C[0:rows, 0:cols])
                 for p, q, r in T.grid(rows, cols, kk):
                     with T.sblock("update"):
                         vq, vp, vr = T.axis.remap("SSR", [q, p, r])  # the conv's iterators: channel, pixel
+                        T.reads(C[vp, vq], A[vr // 32, vp, vr % 32 // bl, vr % bl], B[vq // 16, vr // 2, vq % 16, vr % 2])
+                        T.writes(C[vp, vq])
+                        with T.init():
+                            C[vp, vq] = T.float32(0.0)
                         C[vp, vq] = C[vp, vq] + T.Cast("float32", T.reinterpret("bfloat16", A[vr // 32, vp, vr % 32 // bl, vr % bl])) * \
                             T.Cast("float32", B[vq // 16, vr // 2, vq % 16, vr % 2])
 
@@ -236,44 +254,86 @@ def register(geo: Geometry) -> str:
             B = T.match_buffer(b, b_shape, "bfloat16", offset_factor=1, strides=[sb0, sb1, 2, 1])
             C = T.match_buffer(c, c_shape, "float32", offset_factor=1, strides=[sc0, 1])
             with T.sblock("root"):
-                T.reads(C[0:rows, 0:cols], A[0:kk // 32, 0:rows, 0:32 // bl, 0:bl], B[0:cols // 16, 0:kk // 2, 0:16, 0:2])
+                T.reads(A[0:kk // 32, 0:rows, 0:32 // bl, 0:bl], B[0:cols // 16, 0:kk // 2, 0:16, 0:2])
                 T.writes(C[0:rows, 0:cols])
                 T.evaluate(T.call_extern(
                     "void", geo.name,
-                    ptr(C, 3, rows * cols), i64(sc0 * 4), i64(geo.m * sc0 * 4), i64(64), i64(geo.m * geo.g * sc0 * 4),
-                    ptr(A, 1, 1), i64(sa1 * 2), i64(geo.m * sa1 * 2), i64(sa0 * 2), i64(geo.m * geo.g * sa1 * 2),
-                    ptr(B, 1, 1), i64(sb1 * 2), i64(sb0 * 2), i64(sb1 * 2 * 16), i64(0)))
+                    ptr(C, 3, rows * cols), i64(sc0 * 4), i64(geo.m * sc0 * 4), i64(64),
+                    i64(geo.m * geo.g * sc0 * 4), i64(geo.j * 64),
+                    ptr(A, 1, 1), i64(sa1 * 2), i64(geo.m * sa1 * 2), i64(sa0 * 2), i64(geo.m * geo.g * sa1 * 2), i64(0),
+                    ptr(B, 1, 1), i64(sb1 * 2), i64(sb0 * 2), i64(sb1 * 2 * 16), i64(0), i64(geo.j * sb0 * 2)))
     else:
-        a_shape, b_shape, c_shape = (rows, kk), (kk // 2, cols, 2), (rows, cols)
+        a_shape, c_shape = (rows, kk), (rows, cols)
+        args = lambda C, A, B, sc0, sa0, sb0, sbg: (  # noqa: E731
+            ptr(C, 3, rows * cols), i64(sc0 * 4), i64(geo.m * sc0 * 4), i64(geo.n * 4),
+            i64(geo.m * geo.g * sc0 * 4), i64(geo.n * geo.j * 4),
+            ptr(A, 1, 1), i64(sa0 * 2), i64(geo.m * sa0 * 2), i64(geo.k * 2), i64(geo.m * geo.g * sa0 * 2), i64(0),
+            ptr(B, 1, 1), i64(sb0 * 2), i64(geo.n * 4), i64(sb0 * 2 * (geo.k // 2)), i64(sbg * 2),
+            i64(geo.n * geo.j * 4))
+        if not geo.rpg:
+            b_shape = (kk // 2, cols, 2)
 
-        @T.prim_func(s_tir=True)
-        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1)
-            B = T.match_buffer(b, b_shape, "uint16", offset_factor=1)
-            C = T.match_buffer(c, c_shape, "float32", offset_factor=1)
-            with T.sblock("root"):
-                T.reads(C[0:rows, 0:cols], B[0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
-                T.writes(C[0:rows, 0:cols])
-                for q, p, r in T.grid(rows, cols, kk):
-                    with T.sblock("update"):
-                        vq, vp, vr = T.axis.remap("SSR", [q, p, r])
-                        C[vq, vp] = C[vq, vp] + T.Cast("float32", T.reinterpret("bfloat16", B[vr // 2, vp, vr % 2])) * \
-                            T.Cast("float32", A[vq, vr])
+            @T.prim_func(s_tir=True)
+            def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+                A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1)
+                B = T.match_buffer(b, b_shape, "uint16", offset_factor=1)
+                C = T.match_buffer(c, c_shape, "float32", offset_factor=1)
+                with T.sblock("root"):
+                    T.reads(B[0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
+                    T.writes(C[0:rows, 0:cols])
+                    for q, p, r in T.grid(rows, cols, kk):
+                        with T.sblock("update"):
+                            vq, vp, vr = T.axis.remap("SSR", [q, p, r])
+                            T.reads(C[vq, vp], B[vr // 2, vp, vr % 2], A[vq, vr])
+                            T.writes(C[vq, vp])
+                            with T.init():
+                                C[vq, vp] = T.float32(0.0)
+                            C[vq, vp] = C[vq, vp] + T.Cast("float32", T.reinterpret("bfloat16", B[vr // 2, vp, vr % 2])) * \
+                                T.Cast("float32", A[vq, vr])
 
-        @T.prim_func(s_tir=True)
-        def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-            sa0, sb0, sc0 = T.int32(), T.int32(), T.int32()
-            A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1, strides=[sa0, 1])
-            B = T.match_buffer(b, b_shape, "uint16", offset_factor=1, strides=[sb0, 2, 1])
-            C = T.match_buffer(c, c_shape, "float32", offset_factor=1, strides=[sc0, 1])
-            with T.sblock("root"):
-                T.reads(C[0:rows, 0:cols], B[0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
-                T.writes(C[0:rows, 0:cols])
-                T.evaluate(T.call_extern(
-                    "void", geo.name,
-                    ptr(C, 3, rows * cols), i64(sc0 * 4), i64(geo.m * sc0 * 4), i64(geo.n * 4), i64(geo.n * geo.j * 4),
-                    ptr(A, 1, 1), i64(sa0 * 2), i64(geo.m * sa0 * 2), i64(geo.k * 2), i64(0),
-                    ptr(B, 1, 1), i64(sb0 * 2), i64(geo.n * 4), i64(sb0 * 2 * (geo.k // 2)), i64(geo.n * geo.j * 4)))
+            @T.prim_func(s_tir=True)
+            def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+                sa0, sb0, sc0 = T.int32(), T.int32(), T.int32()
+                A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1, strides=[sa0, 1])
+                B = T.match_buffer(b, b_shape, "uint16", offset_factor=1, strides=[sb0, 2, 1])
+                C = T.match_buffer(c, c_shape, "float32", offset_factor=1, strides=[sc0, 1])
+                with T.sblock("root"):
+                    T.reads(B[0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
+                    T.writes(C[0:rows, 0:cols])
+                    T.evaluate(T.call_extern("void", geo.name, *args(C, A, B, sc0, sa0, sb0, 0)))
+        else:  # a group conv: the call's rows span whole groups, each reading its own pairs
+            grp_rows = geo.rpg * geo.m * geo.g
+            groups = rows // grp_rows
+            b_shape = (groups, kk // 2, cols, 2)
+
+            @T.prim_func(s_tir=True)
+            def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+                A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1)
+                B = T.match_buffer(b, b_shape, "uint16", offset_factor=1)
+                C = T.match_buffer(c, c_shape, "float32", offset_factor=1)
+                with T.sblock("root"):
+                    T.reads(B[0:groups, 0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
+                    T.writes(C[0:rows, 0:cols])
+                    for q, p, r in T.grid(rows, cols, kk):
+                        with T.sblock("update"):
+                            vq, vp, vr = T.axis.remap("SSR", [q, p, r])
+                            T.reads(C[vq, vp], B[vq // grp_rows, vr // 2, vp, vr % 2], A[vq, vr])
+                            T.writes(C[vq, vp])
+                            with T.init():
+                                C[vq, vp] = T.float32(0.0)
+                            C[vq, vp] = C[vq, vp] + T.Cast("float32", T.reinterpret(
+                                "bfloat16", B[vq // grp_rows, vr // 2, vp, vr % 2])) * T.Cast("float32", A[vq, vr])
+
+            @T.prim_func(s_tir=True)
+            def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+                sa0, sb0, sbg, sc0 = T.int32(), T.int32(), T.int32(), T.int32()
+                A = T.match_buffer(a, a_shape, "bfloat16", offset_factor=1, strides=[sa0, 1])
+                B = T.match_buffer(b, b_shape, "uint16", offset_factor=1, strides=[sbg, sb0, 2, 1])
+                C = T.match_buffer(c, c_shape, "float32", offset_factor=1, strides=[sc0, 1])
+                with T.sblock("root"):
+                    T.reads(B[0:groups, 0:kk // 2, 0:cols, 0:2], A[0:rows, 0:kk])
+                    T.writes(C[0:rows, 0:cols])
+                    T.evaluate(T.call_extern("void", geo.name, *args(C, A, B, sc0, sa0, sb0, sbg)))
 
     try:
         TensorIntrin.register(geo.name, desc, impl)

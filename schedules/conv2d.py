@@ -430,16 +430,19 @@ def amx_geometries(spec: ConvSpec, fam: Family) -> dict[str, Any]:
         if spec.block:  # pixels padded to whole pairs of tiles, channels to whole tiles
             geo = Geometry("blocked8" if spec.block == 8 else "blocked", 16, 16, 32, g, j, amx_kpad(spec) // 32)
             ok = amx_pixels(spec) % (16 * g) == 0 and amx_cpad(spec) % (16 * j) == 0
-            t = 1
-        else:
+            if ok:  # a call: one block of pixels x as many channel blocks as keep its partial sums in L1
+                blocks = amx_cpad(spec) // (16 * j)
+                geo = replace(geo, c=max(d for d in divisors(blocks) if d * 16 * g * 16 * j * 4 <= AMX_PARTIALS))
+        else:  # a call: every output channel (of every group) x the task's pixels
             n, m = _amx_rows(spec), _amx_tile_rows(spec)
-            geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32)
             cpad = padded_cout(spec, fam)
             ok = (cpad // spec.groups) % (m * g) == 0 and hw % (n * j) == 0
-            # a task sweeps every channel tile over its pixels: its partial sums are all of them
-            t = _amx_calls(hw // (n * j), 1, cpad * n * j * 4) if ok else 1
+            geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32, r=cpad // (m * g),
+                           rpg=(cpad // spec.groups) // (m * g) if spec.groups > 1 else 0)
+            if ok:
+                geo = replace(geo, c=_amx_calls(hw // (n * j), 1, cpad * n * j * 4))
         if geo.fits and ok:
-            out[f"amx{g}x{j}"] = replace(geo, t=t)
+            out[f"amx{g}x{j}"] = geo
     return out
 
 
@@ -1013,10 +1016,8 @@ def _schedule_amx(sch: Any, spec: ConvSpec, fam: Family, decide: Decider, varian
     sch.vectorize(sch.get_loops(packed)[-1])
     sch.reverse_compute_at(epi, co, preserve_unit_loops=True)
     sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
-    init = sch.decompose_reduction(conv, pi)
     sch.tensorize(pi, register(geo))
     sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
-    _vectorize_innermost(sch, init, co)
     _vectorize_innermost(sch, epi, co)
 
 
@@ -1037,10 +1038,8 @@ def _schedule_amx_nchw(sch: Any, spec: ConvSpec, geo: Any, decide: Decider) -> N
     packed = sch.get_sblock("pairs")
     sch.compute_at(packed, outer, preserve_unit_loops=True)
     sch.unroll(sch.get_loops(packed)[-1])
-    init = sch.decompose_reduction(conv, ci)
     sch.tensorize(ci, register(geo))
     sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
-    _vectorize_innermost(sch, init, outer)
     tiled = tiled_placement(spec)
     if tiled:  # the parts copied in each task right after its epilogue
         out = sch.get_sblock("out")
