@@ -22,8 +22,9 @@ XFEATURE_XTILEDATA)``): the function asks once per library, so an app that loads
 
 from __future__ import annotations
 
-__all__ = ["Geometry", "TILES", "has_amx", "register", "llvm_ir"]
+__all__ = ["Geometry", "TILES", "has_amx", "register", "register_named", "llvm_ir"]
 
+import re
 from dataclasses import dataclass
 
 TILES = 8  # tile registers
@@ -203,6 +204,18 @@ def llvm_ir(geo: Geometry) -> str:
 
 
 _registered: set[str] = set()
+_NAME = re.compile(r"tvm_shufflenet_amx_(blocked8|blocked|nchw)_m(\d+)n(\d+)k(\d+)_g(\d+)j(\d+)_s(\d+)_r(\d+)c(\d+)p(\d+)")
+
+
+def register_named(text: str) -> int:
+    """Register every intrinsic named in ``text`` (a tuning database's records: MetaSchedule parses a record's
+    trace, tensorize included, when it opens the database, before any template has run). Returns how many."""
+    names = {m.group(0): m for m in _NAME.finditer(text)}
+    for m in names.values():
+        layout, *nums = m.groups()
+        mm, n, k, g, j, steps, r, c, rpg = map(int, nums)
+        register(Geometry(layout, mm, n, k, g, j, steps, r, c, rpg))
+    return len(names)
 
 
 def register(geo: Geometry) -> str:

@@ -412,7 +412,8 @@ def kernel_family(spec: ConvSpec, fam: Family) -> Family:
 
 
 def _amx_rows(spec: ConvSpec) -> int:
-    """Accumulator rows of an NCHW16c AMX kernel: the most pixels up to 16 that divide H*W (14 at 14x14)."""
+    """Pixels per accumulator tile of an NCHW AMX kernel (its columns): the most up to 16 that divide H*W (14 at
+    14x14, 7 at 7x7)."""
     return max(divisors(spec.h * spec.w, 16))
 
 
@@ -440,7 +441,7 @@ def amx_geometries(spec: ConvSpec, fam: Family) -> dict[str, Any]:
             geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32, r=cpad // (m * g),
                            rpg=(cpad // spec.groups) // (m * g) if spec.groups > 1 else 0)
             if ok:
-                geo = replace(geo, c=_amx_calls(hw // (n * j), 1, cpad * n * j * 4))
+                geo = replace(geo, c=_amx_calls(hw // (n * j), cpad * n * j * 4))
         if geo.fits and ok:
             out[f"amx{g}x{j}"] = geo
     return out
@@ -455,10 +456,10 @@ def amx_cpad(spec: ConvSpec) -> int:
 AMX_PARTIALS = 16384  # bytes of float32 partial sums between a tile call and its epilogue: stays in L1
 
 
-def _amx_calls(tiles: int, others: int, tile_bytes: int) -> int:
-    """Pixel tiles per micro-kernel call: the most whose partial sums stay in L1 while leaving 8 tasks (4 per
-    thread of 2)."""
-    fit = [t for t in divisors(tiles) if (tiles // t) * others >= 8 and t * tile_bytes <= AMX_PARTIALS]
+def _amx_calls(tiles: int, tile_bytes: int) -> int:
+    """Pixel tiles per call (and task) of an NCHW AMX kernel: the most whose partial sums stay in L1 while
+    leaving 8 tasks (4 per thread of 2)."""
+    fit = [t for t in divisors(tiles) if tiles // t >= 8 and t * tile_bytes <= AMX_PARTIALS]
     return max(fit) if fit else 1
 
 
@@ -1374,7 +1375,13 @@ def workload(spec: ConvSpec, target: Any):
 
     fam = kernel_family(spec, family_of(target, spec.acc))
     cpad = padded_cout(spec, fam)
-    inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam) or bool(amx_geometries(spec, fam)),
+    geometries = amx_geometries(spec, fam)
+    if geometries:  # every variant's intrinsic: a tuning database's traces of this workload replay them by name
+        from .amx import register
+
+        for geo in geometries.values():
+            register(geo)
+    inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam) or bool(geometries),
                           kpad=amx_kpad(spec) if amx_geometries(spec, fam) else 0)
     return te.create_prim_func([*inputs, out]), cpad
 

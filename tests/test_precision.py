@@ -432,3 +432,19 @@ def test_bench_checks_a_bf16_library_against_the_f32_build(tmp_path):
     (rec,) = json.loads(out.read_text())  # a JSON array of records
     assert rec["precision"] == "bf16" and rec["output_check"] == "pass"
     assert 1e-5 < rec["output_max_abs_err"]  # compared with the f32 build, not with itself
+
+
+def test_amx_intrinsics_registered_from_a_database_text():
+    """A tuning database's traces name the AMX intrinsics they tensorize with, and MetaSchedule parses them when it
+    opens the database, before any template has registered one: every name in the records is registered first
+    (a resumed `tune` once failed with "TensorIntrin ... is not registered")."""
+    from tvm.s_tir import TensorIntrin
+
+    from tvm_shufflenet.schedules import amx
+
+    geos = [amx.Geometry("nchw", 10, 14, 32, 2, 1, 2, r=6, c=1, rpg=3),
+            amx.Geometry("blocked8", 16, 16, 32, 1, 2, 3, c=4)]
+    text = '[["0", ["sch.tensorize(\\"' + geos[0].name + '\\")"]], "' + geos[1].name + '", "' + geos[0].name + '"]'
+    assert amx.register_named(text) == 2
+    for geo in geos:
+        assert TensorIntrin.get(geo.name) is not None

@@ -72,10 +72,14 @@ def open_database(work_dir: Path) -> Any:
     """The run's MetaSchedule JSON database (appended to as measurements arrive)."""
     from tvm.s_tir import meta_schedule as ms
 
+    from ..schedules.amx import register_named
     from ..schedules.intrinsics import register
 
     register()  # the database replays its traces on load, bf16 dot products (tensorize) included
     work_dir.mkdir(parents=True, exist_ok=True)
+    records = work_dir / "database_tuning_record.json"
+    if records.exists():  # and the AMX tile kernels, one intrinsic per geometry, named in the traces
+        register_named(records.read_text())
     return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
                                     path_tuning_record=str(work_dir / "database_tuning_record.json"),
                                     module_equality="structural")
