@@ -8,12 +8,12 @@ whole reduction, fed by ``G`` data tiles and ``J`` weight tiles per step (at mos
 Two layouts, one micro-kernel (``C[M, N] += A[M, K] . B[K/2, N, 2]``, each operand a tile of rows ``stride``
 bytes apart):
 
-- NCHW{16}c (MobileNets): accumulator rows are pixels and columns a block of 16 output channels; ``A`` is the
-  data (a pixel's 16 channels of one block per row, K = 16 a step), ``B`` the ``(Cout/16, Cin/2, 16, 2)``
-  weight (:func:`conv2d.pack_pairs_weight`, already in the pair layout the instruction reads).
-- NCHW (ShuffleNets): accumulator rows are 16 output channels and columns pixels; ``A`` is the weight
-  ``(Cout, Kpad)`` (32 input channels a step), ``B`` the task's input rows interleaved in pairs (the ``pairs``
-  stage of the vdpbf16ps kernel), zero past the real input channels.
+- NCHW{16,8}c (MobileNets): accumulator rows are pixels and columns a block of 16 output channels; ``A`` is the
+  call's input repacked into rows of 32 channels (``repack``: a block has only 16 or 8 a row), ``B`` the
+  ``(Cout16/16, Cin32/2, 16, 2)`` weight (:func:`conv2d.pack_pairs_weight` of the padded weight).
+- NCHW (ShuffleNets): accumulator rows are output channels (16, or a divisor of a group conv's groups) and
+  columns pixels; ``A`` is the weight ``(Cout, Kpad)`` (32 input channels a step), ``B`` the task's input rows
+  interleaved in pairs (the ``pairs`` stage of the vdpbf16ps kernel), zero past the real input channels.
 
 The instructions sit in an LLVM IR function per geometry, linked into each kernel with ``pragma_import_llvm``
 (TVM has no tile type). Linux hands AMX state to a process only on request (``arch_prctl(ARCH_REQ_XCOMP_PERM,

@@ -253,9 +253,9 @@ KNOBS = {
                            "4 machine vectors)"),
     "dense.pool_rows": Knob("dense.pool_rows", "choice", "dense with a fused max pool: pooled rows per task (divisors "
                             "of the pooled height; a task computes the conv rows under them, s*T + k - s)"),
-    "amx.p_tasks": Knob("amx.p_tasks", "choice", "AMX NCHW16c: parallel tasks over the pixels (each repacks its "
+    "amx.p_tasks": Knob("amx.p_tasks", "choice", "AMX NCHW{B}c: parallel tasks over the pixels (each repacks its "
                         "pixels' input once)"),
-    "amx.c_tasks": Knob("amx.c_tasks", "choice", "AMX NCHW16c: parallel tasks over the output channels"),
+    "amx.c_tasks": Knob("amx.c_tasks", "choice", "AMX NCHW{B}c: parallel tasks over the output channels"),
     "gpu.threads": GPU_THREADS,
 }
 
@@ -474,7 +474,7 @@ def _amx_tasks(calls: int, channel_tiles: int) -> tuple[int, int]:
 
 
 def amx_pixels(spec: ConvSpec) -> int:
-    """Pixels an NCHW16c AMX kernel computes: H*W rounded up to whole pairs of 16-row tiles (49 -> 64), so every
+    """Pixels an NCHW{B}c AMX kernel computes: H*W rounded up to whole pairs of 16-row tiles (49 -> 64), so every
     tile multiply has all 16 rows and a weight tile serves two of them; the padding never reaches the output."""
     return -(-spec.h * spec.w // 32) * 32
 
@@ -496,8 +496,9 @@ def variants(spec: ConvSpec, fam: Family) -> list[str]:
     """The structural variants of ``spec``'s template (each its own design space when tuning)."""
     if fam.gpu or spec.kind == "depthwise":
         return ["default"]
-    if amx_geometries(spec, fam):  # tile multiplies: 8-40x the multiply-adds per instruction of vdpbf16ps
-        return list(amx_geometries(spec, fam))
+    amx = amx_geometries(spec, fam)
+    if amx:  # tile multiplies: 8-40x the multiply-adds per instruction of vdpbf16ps
+        return list(amx)
     if spec.block or bf16_dot(spec, fam):  # bf16 dot products: the channels variant's register tiles
         return ["channels"]
     if spec.kind == "dense":  # group convs: a channel vector would span groups (a gather per tap)
@@ -775,10 +776,10 @@ def _compute_blocked(spec: ConvSpec, pairs: bool = False, kpad: int = 0):
     """NCHW{B}c kernels (:func:`blockable`): every tensor's channels split into blocks of ``B`` innermost, so a
     channel vector is one contiguous load or store (the layout ONNX Runtime's NCHWc kernels use). Pointwise:
     data/residual/output ``(N, C/B, H*W, B)``, weight ``(Cout/B, Cin, B)``; depthwise: ``(N, C/B, H, W, B)``,
-    weight ``(C/B, KH, KW, B)``. With ``kpad`` (an AMX kernel), each task first copies its pixels' input into
-    rows of 32 channels (``repack``, ``(N, kpad/32, H*W, 32)`` bf16 bits, zero past ``Cin``, gated by an SE
-    scale), so a tile multiply takes 32 channels a row instead of a block's 16, and the weight is
-    ``(Cout/B, kpad/2, B, 2)``."""
+    weight ``(C/B, KH, KW, B)``. With ``kpad`` (an AMX kernel), each call first copies its pixels' input into
+    rows of 32 channels (``repack``, ``(N, kpad/32, amx_pixels, 32/B, B)`` bf16 bits, zero past ``Cin`` and H*W,
+    gated by an SE scale), so a tile multiply takes 32 channels a row instead of a block's 16 or 8; the conv runs
+    over ``amx_cpad`` x ``amx_pixels`` and the weight is ``(amx_cpad/16, kpad/2, 16, 2)``."""
     from tvm import te, tirx
 
     bl, dt, at, n = spec.block, spec.dtype, spec.acc, spec.n
@@ -992,8 +993,9 @@ def _channels_defaults(spec: ConvSpec, fam: Family, cpad: int, cands: dict[str, 
 
 
 def _schedule_amx(sch: Any, spec: ConvSpec, fam: Family, decide: Decider, variant: str) -> None:
-    """NCHW16c bf16 1x1 conv on AMX tiles: a task's pixel tiles x a tile of output-channel blocks, each
-    accumulated over all input channels in tile registers (:mod:`amx`), then the epilogue per task."""
+    """NCHW{B}c bf16 1x1 conv on AMX tiles: tasks over pixels (and channels); each call repacks its pixels' input,
+    then per group of channel blocks accumulates over all input channels in tile registers (:mod:`amx`) and runs
+    the epilogue on those partial sums."""
     from .amx import llvm_ir, register
 
     geo = amx_geometries(spec, fam)[variant]
@@ -1382,7 +1384,7 @@ def workload(spec: ConvSpec, target: Any):
         for geo in geometries.values():
             register(geo)
     inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam) or bool(geometries),
-                          kpad=amx_kpad(spec) if amx_geometries(spec, fam) else 0)
+                          kpad=amx_kpad(spec) if geometries else 0)
     return te.create_prim_func([*inputs, out]), cpad
 
 
