@@ -6,22 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tvm_shufflenet import precision as P
-from tvm_shufflenet.targets import resolve
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
+from tvm_shufflenet.targets import _cpu_flags, resolve
 
 
 HAS_BF16 = "avx512_bf16" in _cpu_flags()

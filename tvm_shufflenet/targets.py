@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .elf import host_machine
@@ -127,10 +127,7 @@ def _host() -> TargetSpec:
         raise TargetError(f"--target host is not supported on {machine}; pass a TVM target as JSON")
     spec = _cpu_target("host", f"{machine}-{cpu}", triple, cpu)
     extra = _missing_features(cpu) if machine == "x86_64" else []
-    if extra:
-        spec = TargetSpec(spec.name, spec.key, {**spec.target, "mattr": extra}, spec.host, spec.elf_machine,
-                          spec.cross_compiler, spec.debian_package)
-    return spec
+    return replace(spec, target={**spec.target, "mattr": extra}) if extra else spec
 
 
 # /proc/cpuinfo flag -> LLVM feature, for the features our templates use or that decide a precision.
@@ -157,7 +154,8 @@ def _missing_features(cpu: str) -> list[str]:
     import tvm
     from tvm.target import codegen
 
-    present = [feat for flag, feat in _X86_FLAGS.items() if flag in _cpu_flags()]
+    flags = _cpu_flags()
+    present = [feat for flag, feat in _X86_FLAGS.items() if flag in flags]
     if not present:
         return []
     named = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu})

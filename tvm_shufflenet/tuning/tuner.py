@@ -81,7 +81,7 @@ def open_database(work_dir: Path) -> Any:
     if records.exists():  # and the AMX tile kernels, one intrinsic per geometry, named in the traces
         register_named(records.read_text())
     return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
-                                    path_tuning_record=str(work_dir / "database_tuning_record.json"),
+                                    path_tuning_record=str(records),
                                     module_equality="structural")
 
 
