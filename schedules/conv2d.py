@@ -434,17 +434,40 @@ def amx_geometries(spec: ConvSpec, fam: Family) -> dict[str, Any]:
             if ok:  # a call: one block of pixels x as many channel blocks as keep its partial sums in L1
                 blocks = amx_cpad(spec) // (16 * j)
                 geo = replace(geo, c=max(d for d in divisors(blocks) if d * 16 * g * 16 * j * 4 <= AMX_PARTIALS))
-        else:  # a call: every output channel (of every group) x the task's pixels
-            n, m = _amx_rows(spec), _amx_tile_rows(spec)
-            cpad = padded_cout(spec, fam)
-            ok = (cpad // spec.groups) % (m * g) == 0 and hw % (n * j) == 0
-            geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32, r=cpad // (m * g),
-                           rpg=(cpad // spec.groups) // (m * g) if spec.groups > 1 else 0)
-            if ok:
-                geo = replace(geo, c=_amx_calls(hw // (n * j), cpad * n * j * 4))
-        if geo.fits and ok:
-            out[f"amx{g}x{j}"] = geo
+            if geo.fits and ok:
+                out[f"amx{g}x{j}"] = geo
+            continue
+        # a call: a task's share of the output channels (all of them, or 1/ct: whole groups of a group conv)
+        # x the task's pixels
+        n, m = _amx_rows(spec), _amx_tile_rows(spec)
+        cpad = padded_cout(spec, fam)
+        blocks = cpad // (m * g)  # row blocks
+        if (cpad // spec.groups) % (m * g) or hw % (n * j):
+            continue
+        for ct in _amx_channel_tasks(spec, blocks):
+            rows = cpad // ct
+            geo = Geometry("nchw", m, n, 32, g, j, amx_kpad(spec) // 32, r=blocks // ct,
+                           rpg=(cpad // spec.groups) // (m * g) if spec.groups > 1 else 0,
+                           c=_amx_calls(hw // (n * j), rows * n * j * 4, -(-8 // ct)))
+            if geo.fits:
+                out[f"amx{g}x{j}" + (f"c{ct}" if ct > 1 else "")] = geo
     return out
+
+
+AMX_WEIGHT_SHARE = 2 * 1024 * 1024  # bytes of weight past which an NCHW AMX kernel also gets variants that split the channels
+
+
+def _amx_channel_tasks(spec: ConvSpec, blocks: int) -> list[int]:
+    """Channel-task counts of an NCHW AMX kernel's variants: 1 (every task sweeps every output channel over its
+    pixels), and where the weight outgrows L1/L2 reuse, 2, 4 or 8 tasks across the channels. Each pixel task
+    otherwise streams the whole weight again: ShuffleNet V2 x2.0's 976x2048 at 7x7 (4 MB of bf16 weight, 7
+    pixel tasks) took 0.45 ms on 2 Xeon cores. A group conv splits only between its groups."""
+    weight = spec.cout * amx_kpad(spec) * 2
+    if spec.groups > 1:
+        cands = [d for d in divisors(spec.groups) if d > 1]
+    else:
+        cands = [d for d in (2, 4, 8) if blocks % d == 0]
+    return [1] + ([d for d in cands if weight // d >= 8 * 1024] if weight > AMX_WEIGHT_SHARE else [])
 
 
 def amx_cpad(spec: ConvSpec) -> int:
@@ -456,10 +479,10 @@ def amx_cpad(spec: ConvSpec) -> int:
 AMX_PARTIALS = 16384  # bytes of float32 partial sums between a tile call and its epilogue: stays in L1
 
 
-def _amx_calls(tiles: int, tile_bytes: int) -> int:
+def _amx_calls(tiles: int, tile_bytes: int, tasks: int = 8) -> int:
     """Pixel tiles per call (and task) of an NCHW AMX kernel: the most whose partial sums stay in L1 while
-    leaving 8 tasks (4 per thread of 2)."""
-    fit = [t for t in divisors(tiles) if tiles // t >= 8 and t * tile_bytes <= AMX_PARTIALS]
+    leaving ``tasks`` pixel tasks (8: 4 per thread of 2)."""
+    fit = [t for t in divisors(tiles) if tiles // t >= tasks and t * tile_bytes <= AMX_PARTIALS]
     return max(fit) if fit else 1
 
 
@@ -996,7 +1019,7 @@ def _schedule_amx(sch: Any, spec: ConvSpec, fam: Family, decide: Decider, varian
     """NCHW{B}c bf16 1x1 conv on AMX tiles: tasks over pixels (and channels); each call repacks its pixels' input,
     then per group of channel blocks accumulates over all input channels in tile registers (:mod:`amx`) and runs
     the epilogue on those partial sums."""
-    from .amx import llvm_ir, register
+    from .amx import llvm_ir, register, split_names
 
     geo = amx_geometries(spec, fam)[variant]
     if geo.layout == "nchw":
@@ -1019,42 +1042,54 @@ def _schedule_amx(sch: Any, spec: ConvSpec, fam: Family, decide: Decider, varian
     sch.vectorize(sch.get_loops(packed)[-1])
     sch.reverse_compute_at(epi, co, preserve_unit_loops=True)
     sch.transform_layout(conv, ("write", 0), lambda nn, cc, pq: (nn, pq, cc))
-    sch.tensorize(pi, register(geo))
+    register(geo)
+    zero, acc = split_names(geo)
+    init = sch.decompose_reduction(conv, pi)  # the init as a no-op: the micro-kernel zeroes its tiles
+    sch.tensorize(sch.get_loops(init)[-2], zero)
+    sch.tensorize(pi, acc)
     sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
     _vectorize_innermost(sch, epi, co)
 
 
 def _schedule_amx_nchw(sch: Any, spec: ConvSpec, geo: Any, decide: Decider) -> None:
-    """NCHW bf16 1x1 conv on AMX tiles: tasks are chunks of pixels; each pairs its input rows once, then sweeps
-    every output-channel tile over them; the epilogue (and a placed output's copy) per task."""
-    from .amx import llvm_ir, register
+    """NCHW bf16 1x1 conv on AMX tiles: tasks are chunks of pixels (times 1/ct of the output channels, variant
+    ``...c{ct}``); each pairs its input rows once, then sweeps its output-channel tiles over them; the epilogue
+    (and a placed output's copy) per task."""
+    from .amx import llvm_ir, register, split_names
 
     conv = sch.get_sblock("conv")
     epi = sch.get_sblock("epilogue" if spec.placement else "out")
     n, c, p, k = sch.get_loops(conv)
-    co, ci = sch.split(c, [None, geo.rows])
+    co, ci = sch.split(c, [None, geo.rows])  # co: the channel tasks (one, unless the variant splits them)
     pc, pi = sch.split(p, [None, geo.cols])
-    sch.reorder(n, pc, co, ci, pi, k)
-    outer = sch.fuse(n, pc)
+    sch.reorder(n, co, pc, ci, pi, k)
+    outer = sch.fuse(n, co, pc)
     sch.parallel(outer)
     sch.reverse_compute_at(epi, outer, preserve_unit_loops=True)
     packed = sch.get_sblock("pairs")
     sch.compute_at(packed, outer, preserve_unit_loops=True)
     sch.unroll(sch.get_loops(packed)[-1])
-    sch.tensorize(ci, register(geo))
+    register(geo)
+    zero, acc = split_names(geo)
+    init = sch.decompose_reduction(conv, ci)  # the init as a no-op: the micro-kernel zeroes its tiles
+    sch.tensorize(sch.get_loops(init)[-2], zero)
+    sch.tensorize(ci, acc)
     sch.annotate(outer, "pragma_import_llvm", llvm_ir(geo))
+    # a channel's pixels of the task as one vector of up to 32: LLVM splits a 14-lane one as 8 + 4 + 2 loads and
+    # stores, a 28-lane one as 16 + 8 + 4 (ShuffleNet V1 g3's 120x480 at 14x14: 37 -> 33 us on 2 Xeon cores)
+    vec = max(divisors(geo.cols, 32))
     tiled = tiled_placement(spec)
     if tiled:  # the parts copied in each task right after its epilogue
         out = sch.get_sblock("out")
         sch.reverse_compute_at(out, outer, preserve_unit_loops=True)
         loops = sch.get_loops(out)
         sch.unroll(loops[-2] if tiled[0] == "interleaved" else loops[-3])
-        _, pv = sch.split(loops[-1], [None, geo.n])
+        _, pv = sch.split(loops[-1], [None, vec])
         sch.vectorize(pv)
     elif spec.placement:
         _schedule_placement(sch, 16)
     eloops = sch.get_loops(epi)
-    _, ev = sch.split(eloops[-1], [None, geo.n])
+    _, ev = sch.split(eloops[-1], [None, vec])
     sch.vectorize(ev)
 
 

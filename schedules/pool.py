@@ -36,6 +36,7 @@ class PoolSpec:
     count_include_pad: bool = True
     keepdims: bool = False
     dtype: str = "float32"  # what it reads and writes; sums are float32 whatever it is
+    out_dtype: str = ""  # what it writes when not ``dtype``: a reduced network's last features, in float32
 
     @property
     def oh(self) -> int:
@@ -52,7 +53,10 @@ class PoolSpec:
         return (self.n, self.c, self.oh, self.ow)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not d["out_dtype"]:  # added since the tuning records were made: appears only when set
+            d.pop("out_dtype")
+        return json.dumps(d, sort_keys=True)
 
 
 def compute(spec: PoolSpec):
@@ -63,13 +67,14 @@ def compute(spec: PoolSpec):
     dt, f32 = spec.dtype, "float32"
     x = te.placeholder((spec.n, spec.c, spec.h, spec.w), dt, name="data")
     if spec.kind == "global_avg":
+        odt = spec.out_dtype or dt
         rh, rw = te.reduce_axis((0, spec.h), name="rh"), te.reduce_axis((0, spec.w), name="rw")
         total = te.compute((spec.n, spec.c), lambda n, c: te.sum(cast(x[n, c, rh, rw], f32), axis=[rh, rw]), name="pool")
         inv = tirx.const(1.0 / (spec.h * spec.w), f32)
         if spec.keepdims:
-            out = te.compute(spec.out_shape, lambda n, c, i, j: cast(total[n, c] * inv, dt), name="out")
+            out = te.compute(spec.out_shape, lambda n, c, i, j: cast(total[n, c] * inv, odt), name="out")
         else:
-            out = te.compute(spec.out_shape, lambda n, c: cast(total[n, c] * inv, dt), name="out")
+            out = te.compute(spec.out_shape, lambda n, c: cast(total[n, c] * inv, odt), name="out")
         return [x], out
     t, left = spec.pad[0], spec.pad[1]
     fill = tirx.min_value(spec.dtype) if spec.kind == "max" else tirx.const(0.0, spec.dtype)

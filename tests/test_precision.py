@@ -241,6 +241,7 @@ def test_amx_kernels_on_an_amx_target(layout, cin, cout, hw, variants):
     asm = tvm.compile(tvm.IRModule({"main": conv2d.kernel(spec, target, DefaultDecider())[0]}),
                       target=target).mod.inspect_source("asm")
     assert asm.count("tdpbf16ps") > 0 and "ldtilecfg" in asm and "vdpbf16ps" not in asm
+    assert "memset" not in asm  # the reduction's init is a no-op: the tiles start at zero
     znver4 = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})
     assert not family_of(znver4).amx and "channels" in conv2d.variants(spec, conv2d.kernel_family(spec, family_of(znver4)))
 
@@ -252,7 +253,8 @@ def test_amx_kernels_on_an_amx_target(layout, cin, cout, hw, variants):
     ("blocked8", 184, 72, 14, False, 1, "amx1x1"), ("nchw", 58, 58, 28, True, 1, "amx2x1"),
     ("nchw", 116, 116, 14, True, 1, "amx2x2"), ("nchw", 232, 464, 7, False, 1, "amx3x1"),
     ("nchw", 24, 40, 9, False, 1, "amx1x1"), ("nchw", 240, 60, 28, True, 3, "amx2x1"),
-    ("nchw", 120, 480, 14, False, 3, "amx2x2")])
+    ("nchw", 120, 480, 14, False, 3, "amx2x2"),
+    ("nchw", 1088, 1024, 7, False, 1, "amx2x1c4")])  # 2.2 MB of weight: a quarter of the channels a task
 def test_amx_kernel_against_numpy(layout, cin, cout, hw, shuffled, groups, variant):
     """The AMX tile kernels on this CPU: the conv of bf16 operands summed in f32, as numpy sums them, up to the
     output's rounding to bf16. Blocked kernels pad pixels to whole tile pairs and channels to whole tiles (NCHW8c:
@@ -316,9 +318,11 @@ def test_bf16_network_against_pytorch(model):
         assert np.abs(o - s).max() / span < 4e-2
 
 
-def test_bf16_classifier_reads_float16_weights_and_writes_float32_logits():
-    """The classifier of a bf16 network: bf16 features, float16 weights, float32 logits (against numpy on the
-    same rounded operands), and the pass gives it those types."""
+@pytest.mark.parametrize("features", ["float32", "bfloat16"])
+def test_bf16_classifier_reads_float16_weights_and_writes_float32_logits(features):
+    """The classifier of a bf16 network: float32 features (the global pool writes them unrounded; bf16 ones from
+    a hidden layer), float16 weights, float32 logits (against numpy on the same rounded operands), and the pass
+    gives the pool and the classifier those types."""
     import ml_dtypes
     import tvm
 
@@ -328,10 +332,11 @@ def test_bf16_classifier_reads_float16_weights_and_writes_float32_logits():
     from tvm_shufflenet.schedules import dense
 
     host = resolve("host").tvm_target()
-    spec = dense.DenseSpec(1, 256, 100, dtype="bfloat16", out_dtype="float32", weight_dtype="float16")
+    spec = dense.DenseSpec(1, 256, 100, dtype=features, out_dtype="" if features == "float32" else "float32",
+                           weight_dtype="float16")
     func, mp, _ = dense.kernel(spec, host, DefaultDecider())
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((1, 256)).astype(ml_dtypes.bfloat16)
+    x = rng.standard_normal((1, 256)).astype(ml_dtypes.bfloat16 if features == "bfloat16" else np.float32)
     w = (rng.standard_normal((256, 100)) * 0.05).astype(np.float16)
     b = rng.standard_normal(mp).astype("float32")
     lib = tvm.compile(tvm.IRModule({"main": func}), target=host)
@@ -342,7 +347,11 @@ def test_bf16_classifier_reads_float16_weights_and_writes_float32_logits():
     assert np.abs(out.numpy() - want).max() <= 1e-5 * np.ptp(want)  # bf16 logits would be ~4e-3 off
     src = load_source("shufflenet_v2_x0_5", input_size=64)
     text = lower(src.mod, host, precision=P.Precision("bf16", "bfloat16", "float32")).script(show_meta=False)
-    assert '\\"weight_dtype\\": \\"float16\\"' in text and '\\"out_dtype\\": \\"float32\\"' in text
+    assert '\\"weight_dtype\\": \\"float16\\"' in text
+    # the pool before it writes float32 (one kernel: no cast after it), the classifier reads float32 features
+    pool = next(line for line in text.splitlines() if "def global_avg_pool" in line)
+    assert '"bfloat16"), out: T.Buffer((1, 1024), "float32")' in pool
+    assert "astype" not in text.split("def main")[-1]
 
 
 def test_fp16_aarch64_library_uses_half_arithmetic(tmp_path):

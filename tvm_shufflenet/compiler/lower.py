@@ -9,6 +9,8 @@ view, not to a kernel.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import contextlib
 import contextvars
 from typing import Any, Callable
@@ -239,7 +241,7 @@ def _blocked_source(bb: Any, x: Any) -> Any:
     return None
 
 
-def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
+def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...], out_dtype: str = "") -> Any:
     """Global average pool of an NCHW{B}c tensor to NCHW ``out_shape``: threads over channel blocks, the
     block's channels one vector (no layout kernel in front of an SE pool)."""
     from tvm import relax, te
@@ -251,14 +253,15 @@ def _blocked_global_pool(bb: Any, xb: Any, out_shape: tuple[int, ...]) -> Any:
     rh, rw = te.reduce_axis((0, h), name="rh"), te.reduce_axis((0, w), name="rw")
     acc = te.compute((n, cb, bl), lambda a, c, b: te.sum(conv2d.cast(src[a, c, rh, rw, b], "float32"), axis=[rh, rw]),
                      name="acc")
-    out = te.compute((n, cb * bl), lambda a, c: conv2d.cast(acc[a, c // bl, c % bl] * (1.0 / (h * w)), dt), name="out")
+    odt = out_dtype or dt
+    out = te.compute((n, cb * bl), lambda a, c: conv2d.cast(acc[a, c // bl, c % bl] * (1.0 / (h * w)), odt), name="out")
     sch = Schedule(te.create_prim_func([src, out]))
     a, c, b, rh, rw = sch.get_loops(sch.get_sblock("acc"))
     sch.reorder(a, c, rh, rw, b)
     sch.parallel(sch.fuse(a, c))
     sch.vectorize(b)
     gv = _add_scheduled(bb, sch.mod["main"], f"global_avg_pool_{cb * bl}_nchw{bl}c", {})
-    pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), dt)))
+    pooled = bb.emit(relax.call_tir(gv, [xb], relax.TensorType((n, cb * bl), odt)))
     return relax.op.reshape(pooled, out_shape)
 
 
@@ -465,6 +468,15 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
     blocked = _blocked_convs(mod, graph, family_of(target, acc))
     reblocked: dict[tuple[Any, int], Any] = {}  # (NCHW{B1}c tensor, B2) -> its NCHW{B2}c copy
 
+    # a global pool whose one reader casts it to float32 (ReducePrecision's last features): one kernel writing
+    # float32, the cast an alias
+    cast_of_pool = {u[0]: i for i, b in enumerate(graph.bindings)
+                    if op_name(b.value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
+                    and len(u := graph.users.get(b.var, [])) == 1 and u[0] < len(graph.bindings)
+                    and op_name(graph.bindings[u[0]].value) == "relax.astype"
+                    and str(graph.bindings[u[0]].value.attrs.dtype) == "float32"}
+    f32_pools = set(cast_of_pool.values())
+
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:
         b = g.bindings[i]
         spec = conv_call(mod, b.value)
@@ -481,16 +493,21 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
             return relax.call_tir(gv, args, relax.TensorType((m["spec"].n, m["spec"].m), m["spec"].out_dtype or m["spec"].dtype))
         if i in dense_used:
             return DROP
+        if i in cast_of_pool:  # the pool before it already wrote float32
+            return new(b.value.args[0])
         out_shape = shape_of(b.var)
         pspec = pool_spec(b.value, out_shape) if out_shape is not None and op_name(b.value) else None
+        if pspec is not None and i in f32_pools:
+            pspec = replace(pspec, out_dtype="float32")
         if pspec is not None and pspec.kind == "global_avg":
             xb = _blocked_source(bb, new(b.value.args[0]))
             if xb is not None:
-                return _blocked_global_pool(bb, xb, out_shape)
+                return _blocked_global_pool(bb, xb, out_shape, pspec.out_dtype)
         if pspec is not None:
             func, _, knobs = _kernel("pool", pspec, target, decide)
             gv = _register(bb, func, f"{pspec.kind}_pool_{pspec.c}_{pspec.oh}", "pool", pspec.to_json(), knobs)
-            return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape, pspec.dtype))
+            return relax.call_tir(gv, [new(b.value.args[0])], relax.TensorType(pspec.out_shape,
+                                                                                 pspec.out_dtype or pspec.dtype))
         return KEEP
 
     return relax.transform.DeadCodeElimination()(rebuild(mod, rewrite))

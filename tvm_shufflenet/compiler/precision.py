@@ -6,7 +6,7 @@ every other op sees its float constants cast, so type inference carries the stor
 first dense conv (the stem) reads the float32 image with float32 weights and stores its output reduced, and
 depthwise convs that compute in float32 keep float32 weights (``ConvSpec.weight_dtype``). A matmul by a
 constant keeps a float16 weight under bf16 storage, and the one that makes the logits writes them in float32
-(:func:`_matmul`). Any other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
+(:func:`_matmul`), reading the global pool's features in float32 (:func:`_logit_pools`). Any other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
 """
 
 from __future__ import annotations
@@ -58,6 +58,26 @@ def _logit_matmuls(graph: Graph) -> set[int]:
     return found
 
 
+_POOLS = ("relax.mean", "relax.nn.adaptive_avg_pool2d")
+_RESHAPES = ("relax.reshape", "relax.flatten", "relax.squeeze")
+
+
+def _logit_pools(graph: Graph, logits: set[int]) -> set[int]:
+    """Bindings of the global pools whose features a logit matmul reads (through reshapes only): their output is
+    written in float32 (the pool sums in float32 anyway), so the features are not rounded once more before the
+    classifier (ShuffleNet V2 x2.0: the rounding of 2048 features was a third of the bf16 network's error)."""
+    from .graph import op_name
+
+    found = set()
+    for i in logits:
+        x = graph.bindings[i].value.args[0]
+        while (j := graph.producer.get(x)) is not None and op_name(graph.bindings[j].value) in _RESHAPES:
+            x = graph.bindings[j].value.args[0]
+        if j is not None and op_name(graph.bindings[j].value) in _POOLS:
+            found.add(j)
+    return found
+
+
 def _matmul(bb: Any, call: Any, storage: str, acc: str, logits: bool) -> Any:
     """A matmul by a constant (a classifier, MobileNet V3's last hidden layer): the logits written in float32, as
     the classifier sums them (OpenVINO writes its last FullyConnected's output in float32 too; rounding the
@@ -67,10 +87,11 @@ def _matmul(bb: Any, call: Any, storage: str, acc: str, logits: bool) -> Any:
     from tvm import relax
 
     w = const_of(call.args[1])
+    xdt = str(getattr(call.args[0].ty, "dtype", storage))  # float32 features from a pool (:func:`_logit_pools`)
     if storage == "bfloat16" and acc == "float32" and float(np.abs(w).max()) < 6e4:  # within float16's range
-        weight = bb.emit(relax.op.astype(relax.const(w.astype(np.float16), "float16"), storage))
+        weight = bb.emit(relax.op.astype(relax.const(w.astype(np.float16), "float16"), xdt))
     else:
-        weight = _cast_const(call.args[1], storage)
+        weight = _cast_const(call.args[1], xdt)
     return relax.op.matmul(call.args[0], weight, out_dtype="float32" if logits else storage)
 
 
@@ -86,6 +107,7 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
 
     uncast: dict[Any, Any] = {}  # the cast input -> the float32 parameter
     logits = _logit_matmuls(graph)
+    pools = _logit_pools(graph, logits) if acc == "float32" else set()
 
     def inputs(bb: Any, params: list[Any]) -> dict[Any, Any]:
         made = {p: bb.emit(relax.op.astype(p, storage)) for p in params
@@ -112,6 +134,8 @@ def reduce_precision(mod: Any, storage: str, acc: str) -> Any:
             if type(value).__name__ == "Call":
                 if getattr(value.op, "name", "") == "relax.matmul" and const_of(value.args[1]) is not None:
                     value = _matmul(bb, value, storage, acc, i in logits)
+                elif i in pools:  # lowered as one pool kernel writing float32 (lower.py fuses the cast)
+                    value = relax.op.astype(bb.emit(value), "float32")
                 else:  # a constant takes the other operands' dtype: the classifier's bias is added in float32
                     dts = {str(getattr(a.ty, "dtype", "")) for a in value.args if const_of(a) is None and hasattr(a, "ty")}
                     value = relax.Call(value.op, [_cast_const(a, "float32" if "float32" in dts else storage)
