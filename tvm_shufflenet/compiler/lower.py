@@ -474,7 +474,8 @@ def apply_templates(mod: Any, target: Any, decide: DeciderFactory | None = None)
                     if op_name(b.value) in ("relax.mean", "relax.nn.adaptive_avg_pool2d")
                     and len(u := graph.users.get(b.var, [])) == 1 and u[0] < len(graph.bindings)
                     and op_name(graph.bindings[u[0]].value) == "relax.astype"
-                    and str(graph.bindings[u[0]].value.attrs.dtype) == "float32"}
+                    and str(graph.bindings[u[0]].value.attrs.dtype) == "float32"
+                    and (shape := shape_of(b.var)) is not None and pool_spec(b.value, shape) is not None}
     f32_pools = set(cast_of_pool.values())
 
     def rewrite(g: Graph, i: int, bb: Any, new: Any) -> Any:

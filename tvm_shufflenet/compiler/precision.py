@@ -65,7 +65,7 @@ _RESHAPES = ("relax.reshape", "relax.flatten", "relax.squeeze")
 def _logit_pools(graph: Graph, logits: set[int]) -> set[int]:
     """Bindings of the global pools whose features a logit matmul reads (through reshapes only): their output is
     written in float32 (the pool sums in float32 anyway), so the features are not rounded once more before the
-    classifier (ShuffleNet V2 x2.0: the rounding of 2048 features was a third of the bf16 network's error)."""
+    classifier (ShuffleNet V2 x2.0's bf16 error went 2.8e-3 -> 2.4e-3 of the output range without that rounding)."""
     from .graph import op_name
 
     found = set()
