@@ -454,7 +454,8 @@ def amx_geometries(spec: ConvSpec, fam: Family) -> dict[str, Any]:
     return out
 
 
-AMX_WEIGHT_SHARE = 2 * 1024 * 1024  # bytes of weight past which an NCHW AMX kernel also gets variants that split the channels
+# bytes of weight past which an NCHW AMX kernel also gets variants that split the channels across tasks
+AMX_WEIGHT_SHARE = 2 * 1024 * 1024
 
 
 def _amx_channel_tasks(spec: ConvSpec, blocks: int) -> list[int]:

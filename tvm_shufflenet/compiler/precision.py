@@ -6,7 +6,8 @@ every other op sees its float constants cast, so type inference carries the stor
 first dense conv (the stem) reads the float32 image with float32 weights and stores its output reduced, and
 depthwise convs that compute in float32 keep float32 weights (``ConvSpec.weight_dtype``). A matmul by a
 constant keeps a float16 weight under bf16 storage, and the one that makes the logits writes them in float32
-(:func:`_matmul`), reading the global pool's features in float32 (:func:`_logit_pools`). Any other reader of the input gets a cast, and the output is cast back, so the library's interface stays float32.
+(:func:`_matmul`), reading the global pool's features in float32 (:func:`_logit_pools`). Any other reader of the
+input gets a cast, and the output is cast back, so the library's interface stays float32.
 """
 
 from __future__ import annotations
