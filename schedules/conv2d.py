@@ -274,7 +274,11 @@ def cast(v: Any, dtype: str) -> Any:
     """``v`` as ``dtype`` (no cast node when it already is)."""
     from tvm import tirx
 
-    return v if str(v.ty.dtype if hasattr(v, "ty") else v.dtype) == dtype else tirx.Cast(dtype, v)
+    return v if _dtype(v) == dtype else tirx.Cast(dtype, v)
+
+
+def _dtype(v: Any) -> str:
+    return str(v.ty.dtype if hasattr(v, "ty") else v.dtype)
 
 
 def _act(name: str | None, v: Any, dtype: str = "float32") -> Any:
@@ -294,15 +298,32 @@ def _act(name: str | None, v: Any, dtype: str = "float32") -> Any:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def _epilogue(spec: ConvSpec, v: Any, bias: Any, residual: Any) -> Any:
+def _epilogue(spec: ConvSpec, v: Any, bias: Any, residual: Any, store_lanes: int = 0) -> Any:
     """A fused kernel's epilogue on one output value: ``+ bias -> act -> + residual -> post_act`` (absent
-    parts are None)."""
+    parts are None). ``store_lanes``: see :func:`_store`."""
     if bias is not None:
         v = v + bias
     v = _act(spec.act, v, spec.acc)
     if residual is not None:
         v = v + cast(residual, spec.acc)
-    return cast(_act(spec.post_act, v, spec.acc), spec.dtype)
+    return _store(_act(spec.post_act, v, spec.acc), spec.dtype, store_lanes)
+
+
+_CVTNEPS2BF16 = {16: "llvm.x86.avx512bf16.cvtneps2bf16.512", 8: "llvm.x86.avx512bf16.cvtneps2bf16.256"}
+
+
+def _store(v: Any, dtype: str, lanes: int = 0) -> Any:
+    """``v`` as ``dtype`` for a store. With ``lanes`` (16 or 8: a kernel whose store of this value is always
+    vectorized exactly that wide, on a CPU with AVX-512 BF16), a float32 -> bfloat16 cast is one
+    ``vcvtneps2bf16`` (round to nearest even, as the cast): TVM legalizes the cast to six integer vector ops
+    (shift, and, two adds, shift, narrow), as many as the dot products of a 16-channel 1x1 conv's output vector.
+    The LLVM intrinsic takes exactly that many lanes, so a store vectorized any other way fails LLVM's verifier
+    at compile time rather than computing wrong values."""
+    from tvm import tirx
+
+    if lanes and dtype == "bfloat16" and _dtype(v) == "float32":
+        return tirx.reinterpret("bfloat16", tirx.call_llvm_pure_intrin("uint16", _CVTNEPS2BF16[lanes], v))
+    return cast(v, dtype)
 
 
 def vector_width(extent: int, lanes: int) -> int:
@@ -566,7 +587,7 @@ def padded_window(x: Any, n: int, c: int, h: int, w: int, pad: tuple[int, int, i
 
 
 def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblock: int = 1, pairs: bool = False,
-            kpad: int = 0):
+            kpad: int = 0, native_bf16: bool = False):
     """TE tensors ``(inputs, output)`` of ``spec``; inputs are data, weight, [bias], [residual], passthroughs.
 
     With ``flat``, pointwise kernels see data, residual, passthroughs and output as ``(N, C, H*W)`` (the
@@ -579,8 +600,11 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     """
     from tvm import te, tirx
 
+    # NCHW{B}c kernels store whole B-channel vectors: their bf16 rounding can be one instruction (not AMX's
+    # epilogue, whose stores are vectorized over pixels)
+    store_lanes = spec.block if native_bf16 and not kpad else 0
     if spec.block and spec.kind != "dense":
-        return _compute_blocked(spec, pairs, kpad)
+        return _compute_blocked(spec, pairs, kpad, store_lanes)
     kind = spec.kind if flat or spec.kind != "pointwise" else "dense"
     cpad = cout_pad or spec.cout
     dt, at = spec.dtype, spec.acc
@@ -680,8 +704,10 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
     pl = spec.placement
     if spec.block:  # a stem writing NCHW{B}c
         bl = spec.block
-        out = te.compute((spec.n, spec.cout // bl, spec.oh, spec.ow, bl),
-                         lambda n, cb, i, j, b: epi_value(n, cb * bl + b, i, j), name="out")
+        out = te.compute((spec.n, spec.cout // bl, spec.oh, spec.ow, bl), lambda n, cb, i, j, b: _epilogue(
+            spec, conv[n, cb * bl + b, i, j], None if bias is None else bias[cb * bl + b],
+            None if res is None else res[n, cb * bl + b, i, j], store_lanes),
+                         name="out")
         return inputs, out
     if spec.pool:
         if pl is not None or kind != "dense" or spec.groups != 1:
@@ -796,7 +822,7 @@ def blockable(spec: ConvSpec, fam: Family, block: int | None = None) -> bool:
             and ((spec.kind == "pointwise" and spec.groups == 1) or spec.kind == "depthwise" or stem))
 
 
-def _compute_blocked(spec: ConvSpec, pairs: bool = False, kpad: int = 0):
+def _compute_blocked(spec: ConvSpec, pairs: bool = False, kpad: int = 0, store_lanes: int = 0):
     """NCHW{B}c kernels (:func:`blockable`): every tensor's channels split into blocks of ``B`` innermost, so a
     channel vector is one contiguous load or store (the layout ONNX Runtime's NCHWc kernels use). Pointwise:
     data/residual/output ``(N, C/B, H*W, B)``, weight ``(Cout/B, Cin, B)``; depthwise: ``(N, C/B, H, W, B)``,
@@ -886,7 +912,7 @@ def _compute_blocked(spec: ConvSpec, pairs: bool = False, kpad: int = 0):
     def out_value(*idx: Any) -> Any:
         cb, b = idx[1], idx[-1]
         return _epilogue(spec, acc(*idx), None if bias is None else bias[cb * bl + b],
-                         None if res is None else res[idx])
+                         None if res is None else res[idx], store_lanes)
 
     out = te.compute((n, spec.cout // bl, *osp, bl), out_value, name="out")
     return inputs, out
@@ -1420,7 +1446,7 @@ def workload(spec: ConvSpec, target: Any):
         for geo in geometries.values():
             register(geo)
     inputs, out = compute(spec, cpad, wblock=weight_block(fam), pairs=bf16_dot(spec, fam) or bool(geometries),
-                          kpad=amx_kpad(spec) if geometries else 0)
+                          kpad=amx_kpad(spec) if geometries else 0, native_bf16=fam.bf16)
     return te.create_prim_func([*inputs, out]), cpad
 
 

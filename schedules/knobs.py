@@ -54,6 +54,7 @@ class Family:
     gpu: bool = False
     threads: int = 0  # CPU worker threads the defaults assume (0: the runtime's choice)
     amx: bool = False  # AMX bf16 tiles (Sapphire Rapids and later): bf16 1x1 convs as tile multiplies
+    bf16: bool = False  # AVX-512 BF16 (Zen 4, Cooper Lake, Sapphire Rapids...): vdpbf16ps and vcvtneps2bf16
 
 
 _FAMILIES = {
@@ -68,6 +69,8 @@ _FAMILIES = {
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "sapphirerapids", "tigerlake",
                 "znver4", "znver5", "graniterapids", "emeraldrapids", "rocketlake", "alderlake-avx512")
+# CPUs with AVX-512 BF16 (what --precision bf16 needs: tvm_shufflenet.precision reads this list)
+BF16_CPUS = ("cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", "diamondrapids")
 _AVX2_CPUS = ("haswell", "broadwell", "skylake", "znver1", "znver2", "znver3", "alderlake", "x86-64-v3", "raptorlake")
 
 
@@ -95,7 +98,8 @@ def _family_of(target: Any) -> Family:
     if mcpu.startswith(_AVX512_CPUS) or "+avx512f" in mattr:
         from .amx import has_amx
 
-        return replace(_FAMILIES["x86-avx512"], amx=True) if has_amx(mcpu, mattr) else _FAMILIES["x86-avx512"]
+        bf16 = mcpu.startswith(BF16_CPUS) or "+avx512bf16" in mattr
+        return replace(_FAMILIES["x86-avx512"], amx=has_amx(mcpu, mattr), bf16=bf16)
     if mcpu.startswith(_AVX2_CPUS) or "+avx2" in mattr:
         return _FAMILIES["x86-avx2"]
     return _FAMILIES["x86"]

@@ -157,6 +157,57 @@ def test_bf16_dot_gated_kernel_against_numpy(block):
 
 
 @needs_bf16
+@pytest.mark.parametrize("block", [16, 8])
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "depthwise s2", "stem"])
+def test_bf16_blocked_stores_round_with_one_instruction(kind, block):
+    """NCHW{B}c kernels round their bf16 outputs with ``vcvtneps2bf16`` (not TVM's six-op integer rounding: no
+    ``vpsrld`` left in the code) and still compute what numpy does on the bf16 operands: the float32 result
+    rounded to nearest even, so at most half a bf16 step off the float32 reference (a truncating conversion is
+    a whole step off on about half the outputs)."""
+    import ml_dtypes
+    import tvm
+
+    from tvm_shufflenet.schedules import conv2d
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
+
+    target = _dot_target()
+    fam = family_of(target)
+    c, hw = 32, 14
+    spec = {"pointwise": conv2d.ConvSpec(1, c, c, hw, hw, c, 1, 1, act="relu6"),
+            "depthwise": conv2d.ConvSpec(1, c, c, hw, hw, c, 3, 3, 1, (1, 1, 1, 1), c, act="relu6"),
+            "depthwise s2": conv2d.ConvSpec(1, c, c, hw, hw, c, 3, 3, 2, (1, 1, 1, 1), c),
+            "stem": conv2d.ConvSpec(1, 3, 3, hw, hw, c, 3, 3, 2, (1, 1, 1, 1), act="relu6",
+                                    in_dtype="float32")}[kind].with_(dtype="bfloat16", block=block)
+    func = conv2d.kernel(spec, target, DefaultDecider())[0]
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    asm = ex.mod.inspect_source("asm")
+    assert "vcvtneps2bf16" in asm and "vpsrld" not in asm
+    rng = np.random.default_rng(3)
+    stored = "float32" if kind == "stem" else ml_dtypes.bfloat16
+    x = rng.standard_normal((1, spec.cin, hw, hw)).astype(stored)
+    w = (0.3 * rng.standard_normal((c, spec.cin // spec.groups, spec.kh, spec.kw))).astype(
+        ml_dtypes.bfloat16 if kind == "pointwise" else "float32")
+    b = rng.standard_normal(c).astype("float32")
+    want = torch_conv(x.astype("float32"), w.astype("float32"), b, spec)
+    want = np.minimum(np.maximum(want, 0), 6) if spec.act == "relu6" else want
+    blocked = lambda a: np.ascontiguousarray(np.moveaxis(a.reshape(a.shape[0], -1, block, *a.shape[2:]), 2, -1))
+    flat = (lambda a: a.reshape(a.shape[0], a.shape[1], -1, block)) if kind == "pointwise" else (lambda a: a)
+    out = tvm.runtime.tensor(np.zeros(flat(blocked(want)).shape, ml_dtypes.bfloat16))
+    ex(tvm.runtime.tensor(x if kind == "stem" else flat(blocked(x))),
+       tvm.runtime.tensor(conv2d.pack_weight(spec, w, c, fam)), tvm.runtime.tensor(b), out)
+    got = out.numpy().astype("float32").reshape(blocked(want).shape)
+    step = 2.0 ** (np.floor(np.log2(np.maximum(np.abs(blocked(want)), 1e-30))) - 7)  # one bf16 step at each value
+    assert (np.abs(got - blocked(want)) <= 0.5 * step + 1e-4 * np.abs(want).max()).all()
+
+
+def torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec) -> np.ndarray:
+    import torch
+
+    return torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), spec.stride,
+                                      spec.pad[0], 1, spec.groups).numpy()
+
+
+@needs_bf16
 @pytest.mark.parametrize("cin,cout,hw,shuffled,groups", [(58, 58, 14, True, 1), (116, 116, 7, False, 1),
                                                           (24, 40, 9, False, 1), (96, 96, 14, False, 3)])
 def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import UserError
+from .schedules.knobs import BF16_CPUS
 from .targets import TargetSpec
 
 __all__ = ["Precision", "PrecisionError", "NAMES", "for_target", "supported"]
@@ -45,7 +46,6 @@ class Precision:
         return self.name != "fp32"
 
 
-_BF16_CPUS = ("cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", "diamondrapids")
 _FP16_CPUS = ("cortex-a55", "cortex-a65", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78", "cortex-a710",
               "cortex-a715", "cortex-a720", "cortex-a510", "cortex-a520", "cortex-x", "neoverse-n1", "neoverse-n2",
               "neoverse-v", "neoverse-e1", "apple-", "carmel")
@@ -64,7 +64,7 @@ def supported(spec: TargetSpec) -> list[str]:
         return out + ["fp16"]
     triple, mcpu, mattr = _attrs(spec)
     x86 = triple.startswith("x86_64") or (not triple and spec.elf_machine == "x86_64")
-    if x86 and (mcpu.startswith(_BF16_CPUS) or "+avx512bf16" in mattr):
+    if x86 and (mcpu.startswith(BF16_CPUS) or "+avx512bf16" in mattr):
         out.append("bf16")
     if (triple.startswith("aarch64") or (not triple and spec.elf_machine == "aarch64")) and (
             mcpu.startswith(_FP16_CPUS) or "+fullfp16" in mattr):
