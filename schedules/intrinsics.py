@@ -16,9 +16,11 @@ LANES = (16, 8, 4)  # float32 lanes: a zmm register (NCHW16c, NCHW), a ymm one (
 # (group convs of 4-lane groups: ShuffleNet V1 g3's 20-channel ones)
 
 
-def bf16_dot_intrin(lanes: int, bits: bool = False) -> str:
-    """The intrinsic's registered name: ``lanes`` accumulators, the input pair as bf16 or as its uint16 bits."""
-    return f"tvm_shufflenet_avx512_bf16_dot{lanes}" + ("_bits" if bits else "")
+def bf16_dot_intrin(lanes: int, bits: bool = False, vector_bits: bool = False) -> str:
+    """The intrinsic's registered name: ``lanes`` accumulators, the broadcast pair as bf16 or as its uint16 bits
+    (``bits``), or the vector operand as uint16 bits and the broadcast pair as bf16 (``vector_bits``: the NCHW
+    pixel-vector form, where the vector is 16 pixels' input pairs and the broadcast a weight pair)."""
+    return f"tvm_shufflenet_avx512_bf16_dot{lanes}" + ("_bits" if bits else "_vbits" if vector_bits else "")
 
 
 def _func(lanes: int) -> str:
@@ -54,26 +56,36 @@ def register() -> None:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    def make(lanes: int, b_dtype: str):
-        def widen(v):
-            return T.Cast("float32", v if b_dtype == "bfloat16" else T.reinterpret("bfloat16", v))
+    def make(lanes: int, b_dtype: str, a_dtype: str = "bfloat16"):
+        def widen(v, dtype):
+            return T.Cast("float32", v if dtype == "bfloat16" else T.reinterpret("bfloat16", v))
+
+        # the conv's order, which tensorize matches: its input times its weight, read in that order (B is the
+        # input, A the weight; or, when A holds bits, A the input and B the weight)
+        def product(a, b):
+            if a_dtype == "bfloat16":
+                return widen(b, b_dtype) * widen(a, a_dtype)
+            return widen(a, a_dtype) * widen(b, b_dtype)
+
+        def operands(a_region, b_region):
+            return [b_region, a_region] if a_dtype == "bfloat16" else [a_region, b_region]
 
         @T.prim_func(s_tir=True)
         def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (lanes, 2), "bfloat16", offset_factor=1)
+            A = T.match_buffer(a, (lanes, 2), a_dtype, offset_factor=1)
             B = T.match_buffer(b, (2,), b_dtype, offset_factor=1)
             C = T.match_buffer(c, (lanes,), "float32", offset_factor=1)
             with T.sblock("root"):
-                T.reads(C[0:lanes], B[0:2], A[0:lanes, 0:2])
+                T.reads([C[0:lanes], *operands(A[0:lanes, 0:2], B[0:2])])
                 T.writes(C[0:lanes])
                 for i, j in T.grid(lanes, 2):
                     with T.sblock("update"):
                         vi, vj = T.axis.remap("SR", [i, j])
-                        C[vi] = C[vi] + widen(B[vj]) * T.Cast("float32", A[vi, vj])
+                        C[vi] = C[vi] + product(A[vi, vj], B[vj])
 
         @T.prim_func(s_tir=True)
         def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (lanes, 2), "bfloat16", offset_factor=1)
+            A = T.match_buffer(a, (lanes, 2), a_dtype, offset_factor=1)
             B = T.match_buffer(b, (2,), b_dtype, offset_factor=1)
             C = T.match_buffer(c, (lanes,), "float32", offset_factor=1)
             with T.sblock("root"):
@@ -84,7 +96,7 @@ def register() -> None:
                 # bfloat16 value to float32, but keeps a reinterpret's bits)
                 C[T.ramp(T.int32(0), 1, lanes)] = T.call_pure_extern(
                     f"float32x{lanes}", _func(lanes), C.vload([0], f"float32x{lanes}"),
-                    T.reinterpret(A.vload([0, 0], f"bfloat16x{2 * lanes}"), dtype=f"int32x{lanes}"),
+                    T.reinterpret(A.vload([0, 0], f"{a_dtype}x{2 * lanes}"), dtype=f"int32x{lanes}"),
                     T.reinterpret(B.vload([0], f"{b_dtype}x2"), dtype="int32"))
 
         return desc, impl
@@ -93,6 +105,7 @@ def register() -> None:
         for lanes in LANES:
             TensorIntrin.register(bf16_dot_intrin(lanes), *make(lanes, "bfloat16"))
             TensorIntrin.register(bf16_dot_intrin(lanes, bits=True), *make(lanes, "uint16"))
+            TensorIntrin.register(bf16_dot_intrin(lanes, vector_bits=True), *make(lanes, "bfloat16", "uint16"))
     except Exception as exc:  # noqa: BLE001 - registered by an earlier import of this module under another name
         if "already" not in str(exc):
             raise

@@ -208,17 +208,24 @@ def torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec) -> np.ndarray:
 
 
 @needs_bf16
-@pytest.mark.parametrize("cin,cout,hw,shuffled,groups", [(58, 58, 14, True, 1), (116, 116, 7, False, 1),
-                                                          (24, 40, 9, False, 1), (96, 96, 14, False, 3)])
-def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):
+@pytest.mark.parametrize("cin,cout,hw,shuffled,groups,knobs", [
+    (58, 58, 14, True, 1, {}), (116, 116, 7, False, 1, {}), (24, 40, 9, False, 1, {}), (96, 96, 14, False, 3, {}),
+    # the pixel-vector form (maps of whole 16-pixel vectors): defaults, a shuffled read with padded rows, and
+    # tiles of a few rows by several vectors inside a group of 40 rows (ShuffleNet V1 g3's 28x28 convs)
+    (60, 240, 28, False, 3, {}), (58, 58, 28, True, 1, {"pw.axis": "pixels"}),
+    (24, 60, 56, False, 1, {"pw.axis": "pixels", "pw.co_tile": 4, "pw.p_split": [7, 7, 4]}),
+    (120, 120, 28, False, 3, {"pw.axis": "pixels", "pw.co_tile": 5, "pw.p_split": [1, 49, 1]}),
+    (60, 240, 28, False, 3, {"pw.axis": "channels"})])
+def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups, knobs):
     """The NCHW form (ShuffleNet's 1x1 convs): input rows paired in the kernel, read through a channel map (the
     second half of a shuffled 2*cin tensor) when ``shuffled``; padded output rows never stored; a group conv
-    (ShuffleNet V1 g3) pairs each group's rows."""
+    (ShuffleNet V1 g3) pairs each group's rows. Channel vectors (``channels``), or on maps of whole 16-pixel
+    vectors pixel vectors (``pixels``, their default there)."""
     import ml_dtypes
     import tvm
 
     from tvm_shufflenet.schedules import conv2d
-    from tvm_shufflenet.schedules.knobs import DefaultDecider, family_of
+    from tvm_shufflenet.schedules.knobs import DefaultDecider, FixedDecider, family_of
 
     target = _dot_target()
     fam = family_of(target)
@@ -226,9 +233,14 @@ def test_bf16_dot_nchw_kernel_against_numpy(cin, cout, hw, shuffled, groups):
     src = 2 * cin if shuffled else cin
     spec = conv2d.ConvSpec(1, cin, src, hw, hw, cout, 1, 1, groups=groups, act="relu", in_map=in_map, dtype="bfloat16")
     assert conv2d.bf16_dot(spec, conv2d.kernel_family(spec, fam))
-    func, cpad, _ = conv2d.kernel(spec, target, DefaultDecider())
+    func, cpad, made = conv2d.kernel(spec, target, FixedDecider(knobs) if knobs else DefaultDecider())
+    assert made["pw.axis"] == knobs.get("pw.axis", "pixels" if hw * hw % 16 == 0 else "channels")
+    assert all(made[k] == v for k, v in knobs.items())
     ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
-    assert ex.mod.inspect_source("asm").count("vdpbf16ps") > 0
+    asm = ex.mod.inspect_source("asm")
+    assert asm.count("vdpbf16ps") > 0
+    if made["pw.axis"] == "pixels":  # accumulators are rows of pixels: stored as they are, no gather
+        assert "vgather" not in asm
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, src, hw * hw)).astype(ml_dtypes.bfloat16)
     w = (0.1 * rng.standard_normal((cout, cin // groups, 1, 1))).astype(ml_dtypes.bfloat16)
