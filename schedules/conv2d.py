@@ -709,17 +709,18 @@ def compute(spec: ConvSpec, cout_pad: int | None = None, flat: bool = True, wblo
                 name="conv",
             )
 
-    def epi_value(n: Any, c: Any, *sp: Any) -> Any:
+    def epi_at(n: Any, c: Any, sp: tuple, lanes: int = 0) -> Any:
         return _epilogue(spec, conv[(n, c, *sp)], None if bias is None else bias[c],
-                         None if res is None else res[(n, c, *sp)])
+                         None if res is None else res[(n, c, *sp)], lanes)
+
+    def epi_value(n: Any, c: Any, *sp: Any) -> Any:  # te.compute takes no keyword arguments in its fcompute
+        return epi_at(n, c, sp)
 
     pl = spec.placement
     if spec.block:  # a stem writing NCHW{B}c
         bl = spec.block
-        out = te.compute((spec.n, spec.cout // bl, spec.oh, spec.ow, bl), lambda n, cb, i, j, b: _epilogue(
-            spec, conv[n, cb * bl + b, i, j], None if bias is None else bias[cb * bl + b],
-            None if res is None else res[n, cb * bl + b, i, j], store_lanes),
-                         name="out")
+        out = te.compute((spec.n, spec.cout // bl, spec.oh, spec.ow, bl),
+                         lambda n, cb, i, j, b: epi_at(n, cb * bl + b, (i, j), store_lanes), name="out")
         return inputs, out
     if spec.pool:
         if pl is not None or kind != "dense" or spec.groups != 1:
@@ -1153,6 +1154,8 @@ def _schedule_pixel_pairs(sch: Any, spec: ConvSpec, cpad: int, decide: Decider) 
     tiles = [(r, v) for r in divisors(rows, 16) for v in divisors(vecs, 4) if r * v + v + 1 <= 32]
     r_d, v_d = max(tiles, key=lambda t: (min(t[0] * t[1], 24), t[1]))
     co_t = decide.choose(KNOBS["pw.co_tile"], sorted({r for r, _ in tiles}), r_d)
+    # the fewest tiles per task that still leave at most 24 tasks: enough to balance two threads, and each task
+    # pairs its chunk's input once
     chunk = next((d for d in divisors(vecs // v_d) if spec.groups * (vecs // v_d // d) <= 24), vecs // v_d)
     cg, cq = sch.split(c, [None, rows])
     ct, cr = sch.split(cq, [None, co_t])  # a sampled factor: traces keep no expressions of one
